@@ -1,0 +1,1 @@
+"""Passwords, login throttling, bearer and personal tokens, page sessions, authorization."""

@@ -1,0 +1,161 @@
+"""Engines, sessions and column types shared by every domain.
+
+SQLite is the embedded default and PostgreSQL the scale-out engine; the same code runs on both.
+On SQLite every transaction that may write starts with ``BEGIN IMMEDIATE`` on the process's one
+writer connection, so a read-then-write check (overlap, budget, capacity) cannot race another
+writer, and writers of one process queue in the pool instead of spinning on SQLite's busy lock.
+Services flush and never commit: the caller (a request, a job, a CLI command) owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlmodel import Session, SQLModel
+
+from core.settings import Settings
+
+# Stable constraint names, so Alembic migrations can address them on both engines.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """An aware UTC datetime on both engines; a naive value is refused on the way in."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        # SQLite has no time zones; store UTC wall time so text comparisons order correctly.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_column(*, nullable: bool = False, index: bool = False) -> Any:
+    """A ``sa.Column`` of :class:`UTCDateTime`, for ``Field(sa_column=...)``."""
+    return sa.Column(UTCDateTime(), nullable=nullable, index=index)
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _sqlite_engine(settings: Settings, *, writer: bool) -> Engine:
+    url = make_url(settings.database_url)
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        url,
+        echo=settings.db_echo,
+        connect_args={"check_same_thread": False, "timeout": settings.sqlite_busy_timeout_ms / 1000},
+        # One writer connection per process: writers queue here, not on SQLite's lock.
+        pool_size=1 if writer else settings.db_pool_size,
+        max_overflow=0 if writer else 10,
+        pool_timeout=60,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling would defer BEGIN; we emit it ourselves below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(settings.sqlite_busy_timeout_ms)}")
+        cursor.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
+        cursor.close()
+
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """The engines of one database and the sessions drawn from them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = settings.database_url
+        if is_sqlite(self.url):
+            self.write_engine = _sqlite_engine(settings, writer=True)
+            self.read_engine = _sqlite_engine(settings, writer=False)
+        else:
+            self.write_engine = sa.create_engine(
+                self.url,
+                echo=settings.db_echo,
+                pool_size=settings.db_pool_size,
+                max_overflow=10,
+                pool_pre_ping=True,
+            )
+            self.read_engine = self.write_engine
+
+    @property
+    def dialect(self) -> str:
+        return self.write_engine.dialect.name
+
+    def new_session(self, *, write: bool = True) -> Session:
+        """A session the caller commits or rolls back and closes."""
+        engine = self.write_engine if write else self.read_engine
+        return Session(engine, expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Session]:
+        """One unit of work: committed when the block ends, rolled back on an exception."""
+        session = self.new_session(write=write)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()
+
+
+class ConnectionBoundDatabase(Database):
+    """Every session joins one outer connection's transaction (tests roll it back at the end)."""
+
+    def __init__(self, settings: Settings, connection: Connection) -> None:
+        self.settings = settings
+        self.url = settings.database_url
+        self.connection = connection
+        self.write_engine = self.read_engine = connection.engine
+
+    def new_session(self, *, write: bool = True) -> Session:
+        return Session(
+            bind=self.connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+
+    def dispose(self) -> None:
+        pass

@@ -1,0 +1,56 @@
+"""Configuration from environment variables prefixed ``LABSHARE_``.
+
+The defaults run the demo with nothing set: an embedded SQLite file under ``./var``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LABSHARE_", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_DATA_DIR / 'labshare.db'}",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db.",
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = Field(
+        default="FULL",
+        description="FULL: a committed write survives power loss, not only a killed process.",
+    )
+    sqlite_busy_timeout_ms: int = 10_000
+    db_pool_size: int = 10
+    db_echo: bool = False
+
+    secret_key: str | None = Field(
+        default=None,
+        description="Signs anonymous CSRF tokens. Unset: one is generated once and kept in the database.",
+    )
+    base_url: str = "http://127.0.0.1:8000"
+    timezone: str = "Asia/Shanghai"
+    default_locale: Literal["zh-CN", "en"] = "zh-CN"
+
+    access_token_ttl_s: int = 3600
+    session_idle_timeout_s: int = 2 * 3600
+    session_absolute_timeout_s: int = 12 * 3600
+    cookie_secure: bool = True
+    login_failures_per_account: int = 5
+    login_failures_per_address: int = 20
+    login_throttle_window_s: int = 15 * 60
+    max_body_bytes: int = 1024 * 1024
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

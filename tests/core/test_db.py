@@ -1,0 +1,44 @@
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from core import audit
+from core.db import Database
+from core.settings import Settings
+
+
+def test_sqlite_is_tuned_for_a_web_server_and_durable_by_default(tmp_path: Path) -> None:
+    database = Database(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}"))
+    with database.write_engine.connect() as connection:
+        pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
+        assert pragma("journal_mode") == "wal"
+        assert pragma("foreign_keys") == 1
+        assert pragma("busy_timeout") == 10_000
+        assert pragma("synchronous") == 2  # FULL
+    database.dispose()
+
+
+def test_the_writer_pool_has_one_connection_per_process(tmp_path: Path) -> None:
+    database = Database(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}"))
+    assert database.write_engine.pool.size() == 1
+    database.dispose()
+
+
+def test_a_naive_datetime_never_reaches_the_database(session: Session) -> None:
+    entry = audit.AuditEntry(
+        action="x", subject_type="x", subject_id="1", occurred_at=datetime(2026, 1, 1)  # noqa: DTZ001
+    )
+    session.add(entry)
+    with pytest.raises(Exception, match="naive datetime"):
+        session.flush()
+    session.rollback()
+
+
+def test_datetimes_come_back_aware_in_utc(session: Session) -> None:
+    entry = audit.record(session, actor_id=None, action="x", subject_type="x", subject_id=1)
+    session.expire_all()
+    loaded = session.get(audit.AuditEntry, entry.id)
+    assert loaded.occurred_at.tzinfo is not None
+    assert loaded.occurred_at.utcoffset().total_seconds() == 0

@@ -1,0 +1,1 @@
+"""The composition root: app factory, API routers, pages, templates, static files, CLI."""

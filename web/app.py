@@ -1,0 +1,90 @@
+"""The application factory: wires settings, the database, middleware, routers and pages."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from core.db import Database
+from core.settings import Settings, get_settings
+from web import templating
+from web.api import accounts as accounts_api
+from web.api import auth as auth_api
+from web.api import health
+from web.errors import install_error_handlers
+from web.logging import configure_logging
+from web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from web.pages import account as account_pages
+from web.pages.deps import LoginRequired, login_url
+
+log = logging.getLogger("labshare")
+
+WEB_DIR = Path(__file__).parent
+# Front-end libraries installed from npm (web/package.json) and served by the app, never a CDN.
+VENDOR_PACKAGES = {
+    "htmx": "htmx.org/dist",
+    "swagger-ui": "swagger-ui-dist",
+}
+
+
+def _mount_static(app: FastAPI) -> None:
+    node_modules = WEB_DIR / "node_modules"
+    for name, subdir in VENDOR_PACKAGES.items():
+        directory = node_modules / subdir
+        if directory.is_dir():
+            app.mount(f"/static/vendor/{name}", StaticFiles(directory=directory), name=f"vendor-{name}")
+        else:
+            log.warning("front-end package missing: %s (run `npm ci --prefix web`)", directory)
+    app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, as_json=settings.log_json)
+    app = FastAPI(
+        title="labshare",
+        version="0.1.0",
+        summary="Shared scientific-instrument booking platform",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.database = database or Database(settings)
+    app.state.render_error_page = templating.render_error_page
+    templating.templates.env.globals["default_timezone"] = settings.timezone
+
+    install_error_handlers(app)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        return RedirectResponse(login_url(exc.next_url), status_code=303)
+
+    # Outermost first: the request id must exist before a 413 is answered.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+
+    app.include_router(health.router)
+    app.include_router(auth_api.router)
+    app.include_router(accounts_api.router)
+    app.include_router(account_pages.router)
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_docs(request: Request) -> HTMLResponse:
+        return templating.templates.TemplateResponse(request, "docs.html", {})
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def api_docs_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    _mount_static(app)
+
+    @app.on_event("shutdown")
+    def dispose_database() -> None:
+        app.state.database.dispose()
+
+    return app

@@ -1,0 +1,250 @@
+"""The ``labshare`` command: serve, db, demo, users, organisations."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlmodel import select
+
+from core.accounts import queries as account_queries
+from core.accounts import service as accounts
+from core.accounts.models import Organisation
+from core.accounts.rules import OrganisationType, Role, ScopeKind
+from core.accounts.schemas import OrganisationCreate, RoleGrant, UserCreate
+from core.db import Database
+from core.errors import DomainError
+from core.settings import get_settings
+from web import dbschema
+
+app = typer.Typer(help="labshare: shared scientific-instrument booking platform.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
+orgs_app = typer.Typer(help="Organisations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(orgs_app, name="orgs")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _database() -> Database:
+    return Database(get_settings())
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]{message}[/red]")
+    return typer.Exit(code)
+
+
+def _domain_error(exc: DomainError) -> typer.Exit:
+    lines = [exc.detail] + [
+        f"  {p.field}: {p.message}" if p.field else f"  {p.message}" for p in exc.problems
+    ]
+    return _fail("\n".join(lines), 2)
+
+
+def require_current_schema(database: Database) -> None:
+    state = dbschema.schema_state(database)
+    if not state.is_current:
+        raise _fail(state.describe())
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the web app and the API. Refuses a database whose schema is not current."""
+    import uvicorn
+
+    database = _database()
+    require_current_schema(database)
+    database.dispose()
+    console.print(f"labshare on http://{host}:{port}/  (API docs: /docs)")
+    uvicorn.run(
+        "web.app:create_app", factory=True, host=host, port=port, workers=workers,
+        proxy_headers=True, log_config=None,
+    )  # fmt: skip
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Create or update the schema by running the migrations."""
+    database = _database()
+    dbschema.upgrade(database, revision)
+    console.print(dbschema.schema_state(database).describe())
+    database.dispose()
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Tell whether the schema is current."""
+    database = _database()
+    state = dbschema.schema_state(database)
+    console.print(state.describe())
+    database.dispose()
+    if not state.is_current:
+        raise typer.Exit(1)
+
+
+@db_app.command("revision")
+def db_revision(message: Annotated[str, typer.Option("--message", "-m")]) -> None:
+    """(Developers) autogenerate a migration from the models against a current database."""
+    dbschema.make_revision(_database(), message)
+
+
+@app.command()
+def demo(
+    reset: Annotated[bool, typer.Option(help="Wipe and rebuild the demo database first.")] = False,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve it afterwards.")] = True,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Build the demo database (Chinese sample data, demo logins) and serve it."""
+    from web import demo as demo_data
+
+    database = _database()
+    try:
+        demo_data.prepare(database, reset=reset, say=console.print)
+    except demo_data.NotADemoDatabase as exc:
+        raise _fail(str(exc)) from exc
+    console.print(demo_data.logins_text(port=port, host=host))
+    database.dispose()
+    if serve_after:
+        serve(host=host, port=port, workers=1)
+
+
+def _parse_role(text: str) -> RoleGrant:
+    """``role`` or ``role:scope_kind:id``, e.g. ``lab_manager:facility:3``."""
+    parts = text.split(":")
+    try:
+        role = Role(parts[0])
+        kind = ScopeKind(parts[1]) if len(parts) > 1 else None
+        scope_id = int(parts[2]) if len(parts) > 2 else None
+    except (ValueError, IndexError) as exc:
+        roles = ", ".join(r.value for r in Role)
+        raise typer.BadParameter(f"{text!r}: use ROLE or ROLE:SCOPE:ID; roles: {roles}") from exc
+    return RoleGrant(role=role, scope_kind=kind, scope_id=scope_id)
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option(help="Login e-mail address.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    org: Annotated[str | None, typer.Option(help="Organisation id or exact name.")] = None,
+    role: Annotated[list[str] | None, typer.Option(help="ROLE or ROLE:SCOPE:ID; repeatable.")] = None,
+    locale: Annotated[str, typer.Option()] = "zh-CN",
+    password: Annotated[
+        str | None, typer.Option(help="Omit to be prompted (hidden).", show_default=False)
+    ] = None,
+) -> None:
+    """Create a user account."""
+    if password is None:
+        if not sys.stdin.isatty():
+            raise _fail("No --password given and no terminal to prompt on.")
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    grants = [_parse_role(r) for r in role or []]
+    database = _database()
+    require_current_schema(database)
+    try:
+        with database.transaction() as session:
+            organisation_id = _resolve_org(session, org)
+            user = accounts.create_user(
+                session,
+                actor_id=None,
+                data=UserCreate(
+                    email=email, name=name, organisation_id=organisation_id, locale=locale,
+                    password=password, roles=grants,
+                ),  # fmt: skip
+            )
+    except DomainError as exc:
+        raise _domain_error(exc) from exc
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from exc
+    console.print(f"Created user {user.id}: {user.email}")
+
+
+def _resolve_org(session: object, org: str | None) -> int | None:
+    from sqlmodel import Session
+
+    assert isinstance(session, Session)
+    if org is None:
+        return None
+    query = select(Organisation.id).where(
+        (Organisation.id == int(org)) if org.isdigit() else (Organisation.name == org)
+    )
+    found = session.exec(query).first()
+    if found is None:
+        raise _fail(f"No organisation {org!r}.", 2)
+    return found
+
+
+@users_app.command("list")
+def users_list(
+    role: Annotated[Role | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(max=500)] = 100,
+) -> None:
+    """List users with their roles."""
+    database = _database()
+    require_current_schema(database)
+    with database.transaction(write=False) as session:
+        rows, total = account_queries.list_users(session, role=role, limit=limit)
+        roles = account_queries.assignments_by_user(session, [u.id or 0 for u in rows])
+    table = Table("id", "email", "name", "roles", "active", title=f"{total} users")
+    for user in rows:
+        held = ", ".join(
+            a.role + (f":{a.scope_kind}:{a.scope_id}" if a.scope_id else "")
+            for a in roles.get(user.id or 0, [])
+        )
+        table.add_row(str(user.id), user.email, user.name, held, "yes" if user.is_active else "no")
+    console.print(table)
+
+
+@orgs_app.command("create")
+def orgs_create(
+    name: Annotated[str, typer.Option()],
+    type: Annotated[OrganisationType, typer.Option()],
+    district: Annotated[str, typer.Option(help="e.g. 沙坪坝区")],
+    credit_code: Annotated[str | None, typer.Option(help="统一社会信用代码")] = None,
+    sme: Annotated[bool, typer.Option()] = False,
+    tech_sme: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Register an organisation."""
+    database = _database()
+    require_current_schema(database)
+    try:
+        with database.transaction() as session:
+            organisation = accounts.create_organisation(
+                session,
+                actor_id=None,
+                data=OrganisationCreate(
+                    name=name, type=type, district=district, credit_code=credit_code,
+                    is_sme=sme, is_tech_sme=tech_sme,
+                ),  # fmt: skip
+            )
+    except DomainError as exc:
+        raise _domain_error(exc) from exc
+    console.print(f"Created organisation {organisation.id}: {organisation.name}")
+
+
+@orgs_app.command("list")
+def orgs_list() -> None:
+    """List organisations."""
+    database = _database()
+    require_current_schema(database)
+    with database.transaction(write=False) as session:
+        rows, total = account_queries.list_organisations(session, limit=500)
+    table = Table("id", "name", "type", "district", "cluster", title=f"{total} organisations")
+    for row in rows:
+        table.add_row(str(row.id), row.name, row.type, row.district, row.cluster)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()
