@@ -1,1 +1,1 @@
-"""The shared kernel: settings, storage, clock, accounts, auth, audit. Every domain depends on it."""
+"""The shared kernel: settings, storage, clock, accounts, auth, audit; every domain uses it."""

@@ -87,7 +87,5 @@ def list_entries(
     if until:
         query = query.where(col(AuditEntry.occurred_at) < until)
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    rows = session.exec(
-        query.order_by(col(AuditEntry.id).desc()).offset(offset).limit(limit)
-    ).all()
+    rows = session.exec(query.order_by(col(AuditEntry.id).desc()).offset(offset).limit(limit)).all()
     return list(rows), total

@@ -69,7 +69,10 @@ def _sqlite_engine(settings: Settings, *, writer: bool) -> Engine:
     engine = sa.create_engine(
         url,
         echo=settings.db_echo,
-        connect_args={"check_same_thread": False, "timeout": settings.sqlite_busy_timeout_ms / 1000},
+        connect_args={
+            "check_same_thread": False,
+            "timeout": settings.sqlite_busy_timeout_ms / 1000,
+        },
         # One writer connection per process: writers queue here, not on SQLite's lock.
         pool_size=1 if writer else settings.db_pool_size,
         max_overflow=0 if writer else 10,

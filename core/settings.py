@@ -32,7 +32,7 @@ class Settings(BaseSettings):
 
     secret_key: str | None = Field(
         default=None,
-        description="Signs anonymous CSRF tokens. Unset: one is generated once and kept in the database.",
+        description="Signs anonymous CSRF tokens; unset: the one made at migration time.",
     )
     base_url: str = "http://127.0.0.1:8000"
     timezone: str = "Asia/Shanghai"

@@ -127,7 +127,9 @@ def session(database: ConnectionBoundDatabase) -> Iterator[Session]:
 
 
 @pytest.fixture
-def fresh_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Database]:
+def fresh_database(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Database]:
     """A migrated database of the test's own with committed data (several processes use it)."""
     if backend == "sqlite":
         database = make_sqlite_database(tmp_path)

@@ -37,7 +37,9 @@ def _mount_static(app: FastAPI) -> None:
     for name, subdir in VENDOR_PACKAGES.items():
         directory = node_modules / subdir
         if directory.is_dir():
-            app.mount(f"/static/vendor/{name}", StaticFiles(directory=directory), name=f"vendor-{name}")
+            app.mount(
+                f"/static/vendor/{name}", StaticFiles(directory=directory), name=f"vendor-{name}"
+            )
         else:
             log.warning("front-end package missing: %s (run `npm ci --prefix web`)", directory)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")

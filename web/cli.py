@@ -20,7 +20,9 @@ from core.errors import DomainError
 from core.settings import get_settings
 from web import dbschema
 
-app = typer.Typer(help="labshare: shared scientific-instrument booking platform.", no_args_is_help=True)
+app = typer.Typer(
+    help="labshare: shared scientific-instrument booking platform.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 orgs_app = typer.Typer(help="Organisations.", no_args_is_help=True)
@@ -102,7 +104,9 @@ def db_revision(message: Annotated[str, typer.Option("--message", "-m")]) -> Non
 @app.command()
 def demo(
     reset: Annotated[bool, typer.Option(help="Wipe and rebuild the demo database first.")] = False,
-    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve it afterwards.")] = True,
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve it afterwards.")
+    ] = True,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
 ) -> None:
@@ -138,7 +142,9 @@ def users_create(
     email: Annotated[str, typer.Option(help="Login e-mail address.")],
     name: Annotated[str, typer.Option(help="Display name.")],
     org: Annotated[str | None, typer.Option(help="Organisation id or exact name.")] = None,
-    role: Annotated[list[str] | None, typer.Option(help="ROLE or ROLE:SCOPE:ID; repeatable.")] = None,
+    role: Annotated[
+        list[str] | None, typer.Option(help="ROLE or ROLE:SCOPE:ID; repeatable.")
+    ] = None,
     locale: Annotated[str, typer.Option()] = "zh-CN",
     password: Annotated[
         str | None, typer.Option(help="Omit to be prompted (hidden).", show_default=False)
@@ -159,9 +165,13 @@ def users_create(
                 session,
                 actor_id=None,
                 data=UserCreate(
-                    email=email, name=name, organisation_id=organisation_id, locale=locale,
-                    password=password, roles=grants,
-                ),  # fmt: skip
+                    email=email,
+                    name=name,
+                    organisation_id=organisation_id,
+                    locale=locale,
+                    password=password,
+                    roles=grants,
+                ),
             )
     except DomainError as exc:
         raise _domain_error(exc) from exc
@@ -224,9 +234,13 @@ def orgs_create(
                 session,
                 actor_id=None,
                 data=OrganisationCreate(
-                    name=name, type=type, district=district, credit_code=credit_code,
-                    is_sme=sme, is_tech_sme=tech_sme,
-                ),  # fmt: skip
+                    name=name,
+                    type=type,
+                    district=district,
+                    credit_code=credit_code,
+                    is_sme=sme,
+                    is_tech_sme=tech_sme,
+                ),
             )
     except DomainError as exc:
         raise _domain_error(exc) from exc

@@ -67,7 +67,8 @@ ORGANISATIONS: list[dict[str, object]] = [
      "type": OrganisationType.INSTITUTE, "district": "两江新区"},
     {"name": "重庆市科学技术局", "name_en": "Chongqing Science and Technology Bureau",
      "type": OrganisationType.GOVERNMENT, "district": "渝北区", "cluster": "other"},
-    {"name": "重庆明月湖智能装备有限公司", "name_en": "Mingyue Lake Intelligent Equipment Co., Ltd.",
+    {"name": "重庆明月湖智能装备有限公司",
+     "name_en": "Mingyue Lake Intelligent Equipment Co., Ltd.",
      "type": OrganisationType.ENTERPRISE, "district": "两江新区", "is_sme": True,
      "is_tech_sme": True, "credit_code": make_credit_code("500112", "MA5U7K3D")},
     {"name": "重庆金凤生物医药科技有限公司", "name_en": "Jinfeng Biomedical Technology Co., Ltd.",
@@ -189,7 +190,4 @@ def prepare(database: Database, *, reset: bool, say: Callable[[str], object] = p
 
 def logins_text(*, host: str, port: int) -> str:
     rows = "\n".join(f"  {demo_email(local):32} {what}" for local, what in LOGINS)
-    return (
-        f"\nlabshare demo: http://{host}:{port}/\n"
-        f"Logins (password: {DEMO_PASSWORD}):\n{rows}\n"
-    )
+    return f"\nlabshare demo: http://{host}:{port}/\nLogins (password: {DEMO_PASSWORD}):\n{rows}\n"

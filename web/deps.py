@@ -88,9 +88,9 @@ class PageSession:
 
 def page_session(request: Request, session: DbSession) -> PageSession | None:
     """The logged-in page user's session, if the cookie names a live one."""
-    cached = getattr(request.state, "page_session", False)
-    if cached is not False:
-        return cached  # type: ignore[no-any-return]
+    if hasattr(request.state, "page_session"):
+        cached: PageSession | None = request.state.page_session
+        return cached
     cookie = request.cookies.get(SESSION_COOKIE)
     found = None
     if cookie:

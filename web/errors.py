@@ -41,9 +41,8 @@ RETRYABLE_SQLSTATES = {"40P01", "40001"}
 def wants_json(request: Request) -> bool:
     path = request.url.path
     return (
-        path.startswith("/api/")
+        path.startswith(("/api/", "/calendar/"))
         or path in ("/healthz", "/readyz", "/openapi.json")
-        or path.startswith("/calendar/")
         or "application/json" in request.headers.get("accept", "")
     )
 
@@ -90,9 +89,8 @@ def _validation_errors(exc: RequestValidationError) -> tuple[str, list[dict[str,
         loc = tuple(error.get("loc", ()))
         kind = error.get("type", "invalid")
         if kind == "json_invalid":
-            errors.append(
-                {"code": "malformed_json", "message": f"Malformed JSON: {error.get('ctx', {}).get('error', 'cannot parse')}."}
-            )
+            reason = error.get("ctx", {}).get("error", "cannot parse")
+            errors.append({"code": "malformed_json", "message": f"Malformed JSON: {reason}."})
             continue
         message = str(error.get("msg", "Invalid value."))
         if kind == "timezone_aware":

@@ -19,7 +19,9 @@ LOCALES = ("zh-CN", "en")
 LOCALE_NAMES = {"zh-CN": "中文", "en": "English"}
 LOCALE_DIR = Path(__file__).parent / "locale"
 
-current_locale: contextvars.ContextVar[str] = contextvars.ContextVar("current_locale", default="zh-CN")
+current_locale: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "current_locale", default="zh-CN"
+)
 _reported_missing: set[tuple[str, str]] = set()
 
 
@@ -79,5 +81,3 @@ def negotiate(accept_language: str | None) -> str | None:
         if tag.startswith("en"):
             return "en"
     return None
-
-

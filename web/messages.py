@@ -7,7 +7,7 @@ message through the catalogue when they show it.
 from __future__ import annotations
 
 
-def N_(message: str) -> str:  # noqa: N802  (the conventional name of the no-op marker)
+def N_(message: str) -> str:
     return message
 
 

@@ -42,7 +42,9 @@ def local_time(value: datetime | None, zone: str | None = None, fmt: str = "%Y-%
 templates.env.filters["local_time"] = local_time
 
 
-def set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None) -> None:
+def set_cookie(
+    request: Request, response: Response, name: str, value: str, max_age: int | None
+) -> None:
     settings = request.app.state.settings
     response.set_cookie(
         name,

@@ -27,7 +27,9 @@ class Organisation(SQLModel, table=True):
         description="统一社会信用代码 (GB 32100-2015); required for enterprises.",
     )
     is_sme: bool = Field(default=False, description="Small or medium-sized enterprise.")
-    is_tech_sme: bool = Field(default=False, description="Registered tech-based SME (科技型中小企业).")
+    is_tech_sme: bool = Field(
+        default=False, description="Registered tech-based SME (科技型中小企业)."
+    )
     district: str = Field(max_length=40)
     cluster: Cluster = Field(sa_type=sa.String(40))
     controlling_group: str | None = Field(

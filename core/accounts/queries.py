@@ -30,7 +30,9 @@ def list_organisations(
         query = query.where(Organisation.district == district)
     if q:
         pattern = f"%{q}%"
-        query = query.where(col(Organisation.name).ilike(pattern) | col(Organisation.name_en).ilike(pattern))
+        query = query.where(
+            col(Organisation.name).ilike(pattern) | col(Organisation.name_en).ilike(pattern)
+        )
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
     rows = session.exec(query.order_by(col(Organisation.id)).offset(offset).limit(limit)).all()
     return list(rows), total

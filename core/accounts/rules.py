@@ -44,7 +44,8 @@ LOCALES = ("zh-CN", "en")
 def credit_code_check_char(first17: str) -> str:
     """The 18th character of a credit code, computed from the first 17 (GB 32100-2015)."""
     total = sum(
-        CREDIT_CODE_ALPHABET.index(ch) * w for ch, w in zip(first17, CREDIT_CODE_WEIGHTS, strict=True)
+        CREDIT_CODE_ALPHABET.index(ch) * w
+        for ch, w in zip(first17, CREDIT_CODE_WEIGHTS, strict=True)
     )
     return CREDIT_CODE_ALPHABET[(31 - total % 31) % 31]
 

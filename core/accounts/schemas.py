@@ -18,7 +18,9 @@ class OrganisationCreate(StrictModel):
     name: str = Field(min_length=2, max_length=200)
     name_en: str | None = Field(default=None, max_length=200)
     type: OrganisationType
-    credit_code: str | None = Field(default=None, description="统一社会信用代码; required for enterprises.")
+    credit_code: str | None = Field(
+        default=None, description="统一社会信用代码; required for enterprises."
+    )
     is_sme: bool = False
     is_tech_sme: bool = False
     district: str = Field(description="One of Chongqing's districts or management areas.")

@@ -42,9 +42,7 @@ def _organisation_problems(values: dict[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     district = values.get("district")
     if district is not None and district not in DISTRICTS:
-        problems.append(
-            Problem("unknown_district", f"Unknown district: {district}.", "district")
-        )
+        problems.append(Problem("unknown_district", f"Unknown district: {district}.", "district"))
     code = values.get("credit_code")
     if code:
         reason = credit_code_problem(code)
@@ -52,7 +50,9 @@ def _organisation_problems(values: dict[str, Any]) -> list[Problem]:
             problems.append(Problem("invalid_credit_code", reason, "credit_code"))
     elif values.get("type") == OrganisationType.ENTERPRISE:
         problems.append(
-            Problem("required", "An enterprise needs its unified social credit code.", "credit_code")
+            Problem(
+                "required", "An enterprise needs its unified social credit code.", "credit_code"
+            )
         )
     if values.get("is_tech_sme") and values.get("type") != OrganisationType.ENTERPRISE:
         problems.append(
@@ -151,9 +151,7 @@ def _user_problems(values: dict[str, Any], session: Session) -> list[Problem]:
         )
     org_id = values.get("organisation_id")
     if org_id is not None and session.get(Organisation, org_id) is None:
-        problems.append(
-            Problem("unknown_organisation", "No such organisation.", "organisation_id")
-        )
+        problems.append(Problem("unknown_organisation", "No such organisation.", "organisation_id"))
     password = values.get("password")
     if password is not None:
         reason = password_problem(password)
@@ -164,7 +162,9 @@ def _user_problems(values: dict[str, Any], session: Session) -> list[Problem]:
 
 # Scope kinds whose ids a later layer knows how to check (the catalogue registers facilities).
 SCOPE_EXISTS: dict[ScopeKind, Callable[[Session, int], bool]] = {
-    ScopeKind.ORGANISATION: lambda session, scope_id: session.get(Organisation, scope_id) is not None
+    ScopeKind.ORGANISATION: lambda session, scope_id: (
+        session.get(Organisation, scope_id) is not None
+    )
 }
 
 
@@ -180,7 +180,11 @@ def _grant_problems(
             problems.append(Problem("invalid_scope", reason, where))
             continue
         exists = SCOPE_EXISTS.get(kind)
-        if grant.scope_id is not None and exists is not None and not exists(session, grant.scope_id):
+        if (
+            grant.scope_id is not None
+            and exists is not None
+            and not exists(session, grant.scope_id)
+        ):
             problems.append(Problem("unknown_scope", f"No {kind} with id {grant.scope_id}.", where))
     return problems
 
@@ -295,7 +299,9 @@ def grant_role(
     return assignment
 
 
-def revoke_role(session: Session, *, actor_id: int | None, user_id: int, assignment_id: int) -> None:
+def revoke_role(
+    session: Session, *, actor_id: int | None, user_id: int, assignment_id: int
+) -> None:
     """Take a role assignment away; the last active admin keeps theirs (409)."""
     assignment = session.get(RoleAssignment, assignment_id)
     if assignment is None or assignment.user_id != user_id:
@@ -349,7 +355,11 @@ def set_password(session: Session, *, actor_id: int | None, user_id: int, passwo
     session.add(user)
     session.flush()
     audit.record(
-        session, actor_id=actor_id, action="user.password_set", subject_type="user", subject_id=user_id
+        session,
+        actor_id=actor_id,
+        action="user.password_set",
+        subject_type="user",
+        subject_id=user_id,
     )
 
 
@@ -357,7 +367,9 @@ def change_own_password(session: Session, *, user: User, current: str, new: str)
     """A user changes its own password, proving the current one first."""
     problems = []
     if not verify_password(user.password_hash, current):
-        problems.append(Problem("wrong_password", "The current password is wrong.", "current_password"))
+        problems.append(
+            Problem("wrong_password", "The current password is wrong.", "current_password")
+        )
     reason = password_problem(new)
     if reason:
         problems.append(Problem("weak_password", reason, "new_password"))

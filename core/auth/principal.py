@@ -80,9 +80,7 @@ class Principal:
 
 def load_principal(session: Session, user: User) -> Principal:
     assignments = session.exec(
-        select(RoleAssignment)
-        .where(RoleAssignment.user_id == user.id)
-        .order_by(RoleAssignment.id)  # type: ignore[arg-type]
+        select(RoleAssignment).where(RoleAssignment.user_id == user.id).order_by(RoleAssignment.id)  # type: ignore[arg-type]
     ).all()
     return Principal(user=user, assignments=tuple(assignments))
 

@@ -21,7 +21,7 @@ from core.accounts.rules import normalise_email
 from core.auth.models import ApiToken, LoginFailure, TokenKind, WebSession
 from core.auth.passwords import hash_password, needs_rehash, verify_password
 from core.clock import now
-from core.errors import NotAuthenticated, NotFound, RuleViolation, Throttled, Problem
+from core.errors import NotAuthenticated, NotFound, Problem, RuleViolation, Throttled
 from core.settings import Settings
 
 BAD_CREDENTIALS = "Incorrect e-mail address or password."
@@ -54,7 +54,9 @@ def _check_throttle(session: Session, settings: Settings, keys: list[tuple[str, 
         if count >= limit and oldest is not None:
             retry = int((oldest + window - now()).total_seconds()) + 1
             raise Throttled(
-                "Too many failed logins. Try again later.", retry_after_s=retry, code="login_throttled"
+                "Too many failed logins. Try again later.",
+                retry_after_s=retry,
+                code="login_throttled",
             )
 
 
@@ -281,7 +283,9 @@ def end_web_session(session: Session, *, cookie_value: str) -> None:
 def end_all_sessions_of(session: Session, *, user_id: int, keep_session_id: int | None) -> None:
     """After a password change every other session of the user ends."""
     records = session.exec(
-        select(WebSession).where(WebSession.user_id == user_id, col(WebSession.revoked_at).is_(None))
+        select(WebSession).where(
+            WebSession.user_id == user_id, col(WebSession.revoked_at).is_(None)
+        )
     ).all()
     for record in records:
         if record.id != keep_session_id:

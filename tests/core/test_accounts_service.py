@@ -53,7 +53,9 @@ def test_update_changes_only_given_fields_and_is_audited(session: Session) -> No
     )
     assert organisation.controlling_group == "渝新控股集团"
     assert organisation.district == "沙坪坝区"
-    entries, _ = audit.list_entries(session, subject_type="organisation", action="organisation.updated")
+    entries, _ = audit.list_entries(
+        session, subject_type="organisation", action="organisation.updated"
+    )
     assert entries[0].data == {"changed": ["controlling_group"]}
 
 
@@ -71,7 +73,9 @@ def test_a_user_gets_roles_in_their_scopes(session: Session) -> None:
         session,
         roles=[
             Role.RESEARCHER,
-            RoleGrant(role=Role.FINANCE, scope_kind=ScopeKind.ORGANISATION, scope_id=organisation.id),
+            RoleGrant(
+                role=Role.FINANCE, scope_kind=ScopeKind.ORGANISATION, scope_id=organisation.id
+            ),
         ],
     )
     from core.auth.principal import load_principal
@@ -95,7 +99,9 @@ def test_a_role_in_an_unknown_organisation_is_refused(session: Session) -> None:
 def test_granting_a_held_role_again_is_a_conflict(session: Session) -> None:
     user = make_user(session, roles=[Role.PLANNER])
     with pytest.raises(Conflict):
-        service.grant_role(session, actor_id=None, user_id=user.id, grant=RoleGrant(role=Role.PLANNER))
+        service.grant_role(
+            session, actor_id=None, user_id=user.id, grant=RoleGrant(role=Role.PLANNER)
+        )
 
 
 def test_the_last_admin_cannot_lose_the_role_or_be_deactivated(session: Session) -> None:
@@ -110,7 +116,9 @@ def test_the_last_admin_cannot_lose_the_role_or_be_deactivated(session: Session)
         service.revoke_role(session, actor_id=None, user_id=admin.id, assignment_id=assignment.id)
     assert last.value.code == "last_admin"
     with pytest.raises(Conflict):
-        service.update_user(session, actor_id=None, user_id=admin.id, data=UserUpdate(is_active=False))
+        service.update_user(
+            session, actor_id=None, user_id=admin.id, data=UserUpdate(is_active=False)
+        )
 
     make_user(session, roles=[Role.ADMIN])
     service.revoke_role(session, actor_id=None, user_id=admin.id, assignment_id=assignment.id)

@@ -28,7 +28,10 @@ def test_the_writer_pool_has_one_connection_per_process(tmp_path: Path) -> None:
 
 def test_a_naive_datetime_never_reaches_the_database(session: Session) -> None:
     entry = audit.AuditEntry(
-        action="x", subject_type="x", subject_id="1", occurred_at=datetime(2026, 1, 1)  # noqa: DTZ001
+        action="x",
+        subject_type="x",
+        subject_id="1",
+        occurred_at=datetime(2026, 1, 1),  # noqa: DTZ001
     )
     session.add(entry)
     with pytest.raises(Exception, match="naive datetime"):

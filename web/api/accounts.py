@@ -18,11 +18,11 @@ from core.accounts.schemas import (
     OrganisationUpdate,
     RoleGrant,
     RoleRead,
+    StrictModel,
     UserCreate,
     UserRead,
     UserUpdate,
 )
-from core.accounts.schemas import StrictModel
 from core.errors import NotFound
 from core.places import Cluster
 from web.api.schemas import Paginated
@@ -34,7 +34,9 @@ router = APIRouter(prefix="/api/v1", tags=["accounts"], route_class=Transactiona
 
 def user_read(user: User, assignments: list[RoleAssignment]) -> UserRead:
     return UserRead(
-        **user.model_dump(include={"id", "email", "name", "organisation_id", "locale", "is_active", "created_at"}),
+        **user.model_dump(
+            include={"id", "email", "name", "organisation_id", "locale", "is_active", "created_at"}
+        ),
         roles=[RoleRead.model_validate(a, from_attributes=True) for a in assignments],
     )
 
@@ -146,7 +148,9 @@ def set_password(
     user_id: int, data: PasswordSet, principal: ApiPrincipal, session: DbSession
 ) -> Response:
     principal.require_admin("set other users' passwords")
-    service.set_password(session, actor_id=principal.user_id, user_id=user_id, password=data.password)
+    service.set_password(
+        session, actor_id=principal.user_id, user_id=user_id, password=data.password
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -155,7 +159,9 @@ def grant_role(
     user_id: int, data: RoleGrant, principal: ApiPrincipal, session: DbSession
 ) -> RoleRead:
     principal.require_admin("grant roles")
-    assignment = service.grant_role(session, actor_id=principal.user_id, user_id=user_id, grant=data)
+    assignment = service.grant_role(
+        session, actor_id=principal.user_id, user_id=user_id, grant=data
+    )
     return RoleRead.model_validate(assignment, from_attributes=True)
 
 

@@ -87,7 +87,9 @@ def list_personal_tokens(principal: ApiPrincipal, session: DbSession) -> list[Pe
 
 
 @router.post(
-    "/auth/personal-tokens", response_model=PersonalTokenCreated, status_code=status.HTTP_201_CREATED
+    "/auth/personal-tokens",
+    response_model=PersonalTokenCreated,
+    status_code=status.HTTP_201_CREATED,
 )
 def create_personal_token(
     data: PersonalTokenCreate, principal: ApiPrincipal, session: DbSession

@@ -9,6 +9,6 @@ from pydantic import BaseModel
 T = TypeVar("T")
 
 
-class Paginated(BaseModel, Generic[T]):  # noqa: UP046  (Python 3.11 has no PEP 695 syntax)
+class Paginated(BaseModel, Generic[T]):
     items: list[T]
     total: int

@@ -14,7 +14,8 @@ from core.auth import service as auth
 from core.errors import DomainError, NotAuthenticated, Throttled
 from web.api.auth import client_address
 from web.deps import SESSION_COOKIE, AppSettings, DbSession
-from web.i18n import LOCALES, gettext as _
+from web.i18n import LOCALES
+from web.i18n import gettext as _
 from web.pages.deps import CsrfChecked, OptionalPagePrincipal, PagePrincipal, safe_next
 from web.routing import TransactionalRoute
 from web.templating import LANG_COOKIE, render, set_cookie
@@ -49,7 +50,11 @@ def login(
 ) -> Response:
     try:
         user = auth.authenticate(
-            session, settings, email=email, password=password, client_address=client_address(request)
+            session,
+            settings,
+            email=email,
+            password=password,
+            client_address=client_address(request),
         )
     except (NotAuthenticated, Throttled) as exc:
         session.commit()  # the failure counts toward the throttle
@@ -98,7 +103,10 @@ def switch_language(
         raise DomainError(_("Unknown language."), "unknown_locale", status_code=422)
     if principal is not None:
         accounts.update_user(
-            session, actor_id=principal.user_id, user_id=principal.user_id, data=UserUpdate(locale=lang)
+            session,
+            actor_id=principal.user_id,
+            user_id=principal.user_id,
+            data=UserUpdate(locale=lang),
         )
     response = RedirectResponse(safe_next(next), status_code=303)
     set_cookie(request, response, LANG_COOKIE, lang, max_age=365 * 24 * 3600)

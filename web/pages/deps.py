@@ -63,6 +63,11 @@ CsrfChecked = Annotated[None, Depends(checked_csrf)]
 
 def safe_next(next_url: str | None) -> str:
     """Only same-site paths may be redirected to after login (no open redirect)."""
-    if not next_url or not next_url.startswith("/") or next_url.startswith("//") or "\\" in next_url:
+    if (
+        not next_url
+        or not next_url.startswith("/")
+        or next_url.startswith("//")
+        or "\\" in next_url
+    ):
         return "/"
     return next_url

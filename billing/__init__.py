@@ -1,0 +1,1 @@
+"""Charges, invoices, payments, subsidies and reconciliation."""

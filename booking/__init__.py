@@ -1,0 +1,1 @@
+"""Bookings, booking rules, usage records, waitlist and sample service requests."""

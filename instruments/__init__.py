@@ -1,0 +1,1 @@
+"""The catalogue: facilities, instruments, testing services, hours, outages, qualifications."""

@@ -1,0 +1,1 @@
+"""Outbox delivery: e-mail, calendar files, reminders, in-app notices, webhooks."""
