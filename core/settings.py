@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     login_throttle_window_s: int = 15 * 60
     max_body_bytes: int = 1024 * 1024
 
+    catalogue_public: bool = Field(
+        default=True, description="Anyone may read the catalogue without logging in."
+    )
+
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -1,0 +1,431 @@
+"""Reads of the catalogue: search, details, facilities with hours, open intervals.
+
+Lists are paginated and load related rows in batches (no query per row); search is one query
+over a lower-cased ``search_text`` column with the filters, plus one count.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, func, select
+
+from core.accounts.models import Organisation
+from core.clock import now
+from core.errors import NotFound, Problem, RuleViolation
+from core.places import Cluster
+from instruments import holidays, rules
+from instruments.models import (
+    Facility,
+    FacilityClosure,
+    Instrument,
+    OpeningSpan,
+    Outage,
+    Qualification,
+    TestingService,
+    TestingServiceInstrument,
+)
+from instruments.rules import Category, CustomerClass, InstrumentStatus, OperationMode
+
+PRICE_COLUMN = {
+    CustomerClass.INTERNAL: col(Instrument.price_internal_fen),
+    CustomerClass.EXTERNAL_ACADEMIC: col(Instrument.price_external_academic_fen),
+    CustomerClass.ENTERPRISE: col(Instrument.price_enterprise_fen),
+}
+SUMMARY_COLUMNS = (
+    Instrument.id, Instrument.asset_code, Instrument.name, Instrument.name_en, Instrument.model,
+    Instrument.manufacturer, Instrument.category, Instrument.status, Instrument.operation_mode,
+    Instrument.is_large, Instrument.facility_id, Instrument.photo_url,
+)  # fmt: skip
+MIN_QUERY_LENGTH = 2
+
+
+class SearchSort(StrEnum):
+    RELEVANCE = "relevance"
+    NAME = "name"
+    PRICE = "price"
+    PRICE_DESC = "-price"
+    PURCHASE_VALUE_DESC = "-purchase_value"
+    NEWEST = "-created"
+
+
+@dataclass(frozen=True)
+class InstrumentSearch:
+    q: str | None = None
+    category: Category | None = None
+    cluster: Cluster | None = None
+    district: str | None = None
+    facility_id: int | None = None
+    organisation_id: int | None = None
+    operation_mode: OperationMode | None = None
+    is_large: bool | None = None
+    has_testing_service: bool | None = None
+    status: InstrumentStatus | None = None
+    include_retired: bool = False
+    price_class: CustomerClass = CustomerClass.INTERNAL
+    min_price_fen: int | None = None
+    max_price_fen: int | None = None
+    sort: SearchSort = SearchSort.RELEVANCE
+
+    def problems(self) -> list[Problem]:
+        problems = []
+        if self.q is not None and len(self.q.strip()) < MIN_QUERY_LENGTH:
+            problems.append(Problem("too_short", "Search for at least 2 characters.", "q"))
+        if (
+            self.min_price_fen is not None
+            and self.max_price_fen is not None
+            and self.min_price_fen > self.max_price_fen
+        ):
+            problems.append(
+                Problem("inverted_range", "The lowest price is above the highest.", "min_price_fen")
+            )
+        return problems
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def search_instruments(
+    session: Session, search: InstrumentSearch, *, offset: int = 0, limit: int = 50
+) -> tuple[list[dict[str, Any]], int]:
+    """Instruments matching the search, one page of them, and how many match in all."""
+    if problems := search.problems():
+        raise RuleViolation(problems)
+    price = PRICE_COLUMN[search.price_class]
+    has_service = (
+        select(TestingServiceInstrument.instrument_id)
+        .join(TestingService, col(TestingService.id) == TestingServiceInstrument.testing_service_id)
+        .where(
+            TestingServiceInstrument.instrument_id == Instrument.id,
+            col(TestingService.is_active).is_(True),
+        )
+        .exists()
+    )
+    conditions: list[Any] = [col(Facility.is_active).is_(True)]
+    words = [w for w in (search.q or "").lower().split() if w]
+    for word in words:
+        conditions.append(col(Instrument.search_text).like(f"%{_escape_like(word)}%", escape="\\"))
+    if search.status is not None:
+        conditions.append(Instrument.status == search.status)
+    elif not search.include_retired:
+        conditions.append(Instrument.status != InstrumentStatus.RETIRED)
+    for column, value in (
+        (Instrument.category, search.category),
+        (Facility.cluster, search.cluster),
+        (Facility.district, search.district),
+        (Instrument.facility_id, search.facility_id),
+        (Facility.organisation_id, search.organisation_id),
+        (Instrument.is_large, search.is_large),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if search.operation_mode is not None:
+        # An instrument run both ways serves either kind of request.
+        conditions.append(
+            col(Instrument.operation_mode).in_([search.operation_mode, OperationMode.BOTH])
+        )
+    if search.has_testing_service is not None:
+        conditions.append(has_service if search.has_testing_service else ~has_service)
+    if search.min_price_fen is not None:
+        conditions.append(price >= search.min_price_fen)
+    if search.max_price_fen is not None:
+        conditions.append(price <= search.max_price_fen)
+
+    base = (
+        select(Instrument.id)
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .where(*conditions)
+    )
+    total = session.exec(select(func.count()).select_from(base.subquery())).one()
+
+    order: list[Any]
+    if search.sort is SearchSort.NAME:
+        order = [col(Instrument.name)]
+    elif search.sort is SearchSort.PRICE:
+        order = [price]
+    elif search.sort is SearchSort.PRICE_DESC:
+        order = [sa.desc(price)]
+    elif search.sort is SearchSort.PURCHASE_VALUE_DESC:
+        order = [sa.desc(func.coalesce(Instrument.purchase_value_fen, 0))]
+    elif search.sort is SearchSort.NEWEST:
+        order = [sa.desc(col(Instrument.created_at))]
+    elif words:
+        # Relevance: a match in the name first, then large instruments.
+        order = [
+            sa.case(
+                (func.lower(Instrument.name).like(f"%{_escape_like(words[0])}%", escape="\\"), 0),
+                else_=1,
+            ),
+            sa.desc(col(Instrument.is_large)),
+        ]
+    else:
+        order = [sa.desc(col(Instrument.is_large)), col(Instrument.name)]
+    rows = session.execute(
+        sa.select(
+            *(col(column) for column in SUMMARY_COLUMNS),
+            col(Facility.name).label("facility_name"),
+            col(Facility.organisation_id),
+            col(Facility.cluster),
+            col(Facility.district),
+            has_service.label("has_testing_service"),
+            price.label("price_fen"),
+        )
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .where(*conditions)
+        .order_by(*order, col(Instrument.id))
+        .offset(offset)
+        .limit(limit)
+    ).mappings()
+    return [dict(row) for row in rows], int(total)
+
+
+def instrument_with_facility(session: Session, instrument_id: int) -> tuple[Instrument, Facility]:
+    row = session.exec(
+        select(Instrument, Facility)
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .where(Instrument.id == instrument_id)
+    ).first()
+    if row is None:
+        raise NotFound("Instrument")
+    return row[0], row[1]
+
+
+def testing_service_ids_of(session: Session, instrument_id: int) -> list[int]:
+    return list(
+        session.exec(
+            select(TestingServiceInstrument.testing_service_id)
+            .where(TestingServiceInstrument.instrument_id == instrument_id)
+            .order_by(col(TestingServiceInstrument.testing_service_id))
+        ).all()
+    )
+
+
+def organisation_type_of(session: Session, organisation_id: int | None) -> Any:
+    if organisation_id is None:
+        return None
+    return session.exec(select(Organisation.type).where(Organisation.id == organisation_id)).first()
+
+
+def list_facilities(
+    session: Session,
+    *,
+    organisation_id: int | None = None,
+    cluster: Cluster | None = None,
+    district: str | None = None,
+    ids: Sequence[int] | None = None,
+    include_inactive: bool = False,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[Facility], int]:
+    query = select(Facility)
+    if organisation_id is not None:
+        query = query.where(Facility.organisation_id == organisation_id)
+    if cluster is not None:
+        query = query.where(Facility.cluster == cluster)
+    if district:
+        query = query.where(Facility.district == district)
+    if ids is not None:
+        query = query.where(col(Facility.id).in_(list(ids)))
+    if not include_inactive:
+        query = query.where(col(Facility.is_active).is_(True))
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(query.order_by(col(Facility.id)).offset(offset).limit(limit)).all()
+    return list(rows), int(total)
+
+
+def opening_spans_by_facility(
+    session: Session, facility_ids: Sequence[int]
+) -> dict[int, list[OpeningSpan]]:
+    grouped: dict[int, list[OpeningSpan]] = defaultdict(list)
+    if not facility_ids:
+        return grouped
+    for span in session.exec(
+        select(OpeningSpan)
+        .where(col(OpeningSpan.facility_id).in_(list(facility_ids)))
+        .order_by(col(OpeningSpan.weekday), col(OpeningSpan.start_minute))
+    ).all():
+        grouped[span.facility_id].append(span)
+    return grouped
+
+
+def get_facility(session: Session, facility_id: int) -> Facility:
+    facility = session.get(Facility, facility_id)
+    if facility is None:
+        raise NotFound("Facility")
+    return facility
+
+
+def closures_of(session: Session, facility_id: int) -> list[FacilityClosure]:
+    return list(
+        session.exec(
+            select(FacilityClosure)
+            .where(FacilityClosure.facility_id == facility_id)
+            .order_by(col(FacilityClosure.start_date))
+        ).all()
+    )
+
+
+def list_outages(
+    session: Session,
+    *,
+    facility_ids: Sequence[int] | None = None,
+    instrument_id: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    offset: int = 0,
+    limit: int = 500,
+) -> tuple[list[Outage], int]:
+    """Outages overlapping ``[start, end)``; an instrument's include its facility's."""
+    query = select(Outage)
+    if instrument_id is not None:
+        instrument = session.get(Instrument, instrument_id)
+        if instrument is None:
+            raise NotFound("Instrument")
+        query = query.where(
+            (col(Outage.instrument_id) == instrument_id)
+            | sa.and_(
+                col(Outage.facility_id) == instrument.facility_id,
+                col(Outage.instrument_id).is_(None),
+            )
+        )
+    if facility_ids is not None:
+        query = query.where(col(Outage.facility_id).in_(list(facility_ids)))
+    if start is not None:
+        query = query.where(col(Outage.end_at) > start)
+    if end is not None:
+        query = query.where(col(Outage.start_at) < end)
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(query.order_by(col(Outage.start_at)).offset(offset).limit(limit)).all()
+    return list(rows), int(total)
+
+
+MAX_OPEN_INTERVAL_DAYS = 366
+
+
+def instrument_open_intervals(
+    session: Session, *, instrument_id: int, start: datetime, end: datetime
+) -> list[rules.Interval]:
+    """When the instrument is open in ``[start, end)``: hours − holidays − closures − outages.
+
+    A retired instrument is never open; one in maintenance is open only once its status returns.
+    """
+    if end <= start:
+        raise RuleViolation(
+            [Problem("end_not_after_start", "The end must be after the start.", "end")]
+        )
+    if (end - start).days > MAX_OPEN_INTERVAL_DAYS:
+        raise RuleViolation(
+            [Problem("period_too_long", "Ask for at most a year at a time.", "end")]
+        )
+    instrument, facility = instrument_with_facility(session, instrument_id)
+    if instrument.status != InstrumentStatus.ACTIVE or not facility.is_active:
+        return []
+    spans = opening_spans_by_facility(session, [facility.id or 0]).get(facility.id or 0, [])
+    weekly: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for span in spans:
+        weekly[span.weekday].append((span.start_minute, span.end_minute))
+    zone = ZoneInfo(facility.timezone)
+    first_day = start.astimezone(zone).date() - timedelta(days=1)
+    last_day = end.astimezone(zone).date()
+    closed = session.exec(
+        select(col(FacilityClosure.start_date), col(FacilityClosure.end_date)).where(
+            FacilityClosure.facility_id == facility.id,
+            col(FacilityClosure.end_date) >= first_day,
+            col(FacilityClosure.start_date) <= last_day,
+        )
+    ).all()
+    blocked, _ = list_outages(session, instrument_id=instrument_id, start=start, end=end)
+    return rules.open_intervals(
+        start,
+        end,
+        zone=zone,
+        weekly_hours=weekly,
+        day_kind=holidays.day_kind,
+        opens_on_holidays=facility.opens_on_holidays,
+        closed_dates=[(row[0], row[1]) for row in closed],
+        outages=[(o.start_at, o.end_at) for o in blocked],
+    )
+
+
+def list_qualifications(
+    session: Session,
+    *,
+    user_id: int | None = None,
+    instrument_id: int | None = None,
+    facility_ids: Sequence[int] | None = None,
+    valid_only: bool = False,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[tuple[Qualification, bool]], int]:
+    """Qualifications (with whether each is valid now), newest first."""
+    current = now()
+    query = select(Qualification)
+    if user_id is not None:
+        query = query.where(Qualification.user_id == user_id)
+    if instrument_id is not None:
+        query = query.where(Qualification.instrument_id == instrument_id)
+    if facility_ids is not None:
+        query = query.where(
+            col(Qualification.instrument_id).in_(
+                select(Instrument.id).where(col(Instrument.facility_id).in_(list(facility_ids)))
+            )
+        )
+    if valid_only:
+        query = query.where(
+            col(Qualification.revoked_at).is_(None),
+            col(Qualification.expires_at).is_(None) | (col(Qualification.expires_at) > current),
+        )
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = session.exec(
+        query.order_by(col(Qualification.id).desc()).offset(offset).limit(limit)
+    ).all()
+    return [
+        (q, q.revoked_at is None and (q.expires_at is None or q.expires_at > current)) for q in rows
+    ], int(total)
+
+
+def list_testing_services(
+    session: Session,
+    *,
+    facility_id: int | None = None,
+    instrument_id: int | None = None,
+    include_inactive: bool = False,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[tuple[TestingService, list[int]]], int]:
+    query = select(TestingService)
+    if facility_id is not None:
+        query = query.where(TestingService.facility_id == facility_id)
+    if instrument_id is not None:
+        query = query.where(
+            col(TestingService.id).in_(
+                select(TestingServiceInstrument.testing_service_id).where(
+                    TestingServiceInstrument.instrument_id == instrument_id
+                )
+            )
+        )
+    if not include_inactive:
+        query = query.where(col(TestingService.is_active).is_(True))
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    rows = list(
+        session.exec(query.order_by(col(TestingService.id)).offset(offset).limit(limit)).all()
+    )
+    links: dict[int, list[int]] = defaultdict(list)
+    if rows:
+        for service_id, linked in session.exec(
+            select(
+                TestingServiceInstrument.testing_service_id, TestingServiceInstrument.instrument_id
+            )
+            .where(col(TestingServiceInstrument.testing_service_id).in_([r.id for r in rows]))
+            .order_by(col(TestingServiceInstrument.instrument_id))
+        ).all():
+            links[service_id].append(linked)
+    return [(row, links.get(row.id or 0, [])) for row in rows], int(total)
