@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from core.clock import now
-from core.db import utc_column
+from core.db import enum_type, utc_column
 from core.places import Cluster
 from instruments.rules import (
     ApprovalMode,
@@ -33,7 +33,7 @@ class Facility(SQLModel, table=True):
     description: str = Field(default="", max_length=4000)
     address: str = Field(default="", max_length=300)
     district: str = Field(max_length=40)
-    cluster: Cluster = Field(sa_type=sa.String(40), index=True)
+    cluster: Cluster = Field(sa_type=enum_type(Cluster, 40), index=True)
     contact_name: str = Field(default="", max_length=100)
     contact_phone: str = Field(default="", max_length=40)
     contact_email: str = Field(default="", max_length=254)
@@ -101,7 +101,7 @@ class Instrument(SQLModel, table=True):
     model: str = Field(default="", max_length=200)
     manufacturer: str = Field(default="", max_length=200)
     country_of_origin: str = Field(default="", max_length=60)
-    category: Category = Field(sa_type=sa.String(40), index=True)
+    category: Category = Field(sa_type=enum_type(Category, 40), index=True)
     purchase_value_fen: int | None = Field(default=None, sa_type=sa.BigInteger, description="原值")
     purchase_date: date | None = None
     is_large: bool = Field(
@@ -112,9 +112,9 @@ class Instrument(SQLModel, table=True):
     specifications: str = Field(default="", max_length=8000, description="主要技术指标")
     photo_url: str = Field(default="", max_length=500)
     status: InstrumentStatus = Field(
-        default=InstrumentStatus.ACTIVE, sa_type=sa.String(20), index=True
+        default=InstrumentStatus.ACTIVE, sa_type=enum_type(InstrumentStatus, 20), index=True
     )
-    operation_mode: OperationMode = Field(sa_type=sa.String(20), index=True)
+    operation_mode: OperationMode = Field(sa_type=enum_type(OperationMode, 20), index=True)
     special_purpose: bool = False
     rated_annual_hours: int = Field(default=1400, description="额定机时 per year.")
     # Booking rules.
@@ -125,7 +125,7 @@ class Instrument(SQLModel, table=True):
     min_notice_minutes: int = 60
     buffer_minutes: int = 0
     approval_mode: ApprovalMode = Field(
-        default=ApprovalMode.AUTOMATIC_FOR_QUALIFIED, sa_type=sa.String(30)
+        default=ApprovalMode.AUTOMATIC_FOR_QUALIFIED, sa_type=enum_type(ApprovalMode, 30)
     )
     cancellation_deadline_hours: int = 24
     late_cancel_charge_percent: int = 50
@@ -212,7 +212,7 @@ class Outage(SQLModel, table=True):
     instrument_id: int | None = Field(default=None, foreign_key="instrument.id", index=True)
     start_at: datetime = Field(sa_column=utc_column(index=True))
     end_at: datetime = Field(sa_column=utc_column(index=True))
-    kind: OutageKind = Field(sa_type=sa.String(20))
+    kind: OutageKind = Field(sa_type=enum_type(OutageKind, 20))
     note: str = Field(default="", max_length=1000)
     created_by_id: int | None = Field(default=None, foreign_key="app_user.id")
     created_at: datetime = Field(default_factory=now, sa_column=utc_column())

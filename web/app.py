@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -49,7 +51,13 @@ def _mount_static(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, as_json=settings.log_json)
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.database.dispose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="labshare",
         version="0.1.0",
         summary="Shared scientific-instrument booking platform",
@@ -86,9 +94,5 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         return get_swagger_ui_oauth2_redirect_html()
 
     _mount_static(app)
-
-    @app.on_event("shutdown")
-    def dispose_database() -> None:
-        app.state.database.dispose()
 
     return app

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 from sqlmodel import select
 
@@ -18,6 +20,7 @@ from core.accounts.schemas import OrganisationCreate, RoleGrant, UserCreate
 from core.db import Database
 from core.errors import DomainError
 from core.settings import get_settings
+from instruments import transfer
 from web import dbschema
 
 app = typer.Typer(
@@ -29,6 +32,10 @@ orgs_app = typer.Typer(help="Organisations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(orgs_app, name="orgs")
+import_app = typer.Typer(help="Import data from CSV or XLSX files.", no_args_is_help=True)
+export_app = typer.Typer(help="Export data to XLSX files.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
 
 console = Console()
 err = Console(stderr=True)
@@ -70,9 +77,14 @@ def serve(
     database.dispose()
     console.print(f"labshare on http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(
-        "web.app:create_app", factory=True, host=host, port=port, workers=workers,
-        proxy_headers=True, log_config=None,
-    )  # fmt: skip
+        "web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        log_config=None,
+    )
 
 
 @db_app.command("upgrade")
@@ -258,6 +270,72 @@ def orgs_list() -> None:
     for row in rows:
         table.add_row(str(row.id), row.name, row.type, row.district, row.cluster)
     console.print(table)
+
+
+@import_app.command("instruments")
+def import_instruments(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".csv or .xlsx")],
+    dry_run: Annotated[bool, typer.Option(help="Check every row, write nothing.")] = False,
+) -> None:
+    """Create or update instruments from a file (columns: docs/instrument-import.md).
+
+    All or nothing: if any row has a problem, every problem is listed and nothing is imported.
+    """
+    database = _database()
+    require_current_schema(database)
+    try:
+        rows = list(transfer.read_rows(file))
+    except (ValueError, OSError) as exc:
+        raise _fail(f"Cannot read {file}: {exc}", 2) from exc
+    session = database.new_session()
+    try:
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("Importing", total=max(len(rows) - 1, 0))
+            report = transfer.import_instruments(
+                session, rows, progress=lambda done: progress.update(task, completed=done)
+            )
+        if dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    except transfer.ImportFailed as exc:
+        session.rollback()
+        for error in exc.report.errors:
+            err.print(f"  {error}")
+        raise _fail(
+            f"{len(exc.report.errors)} problem(s) in {file}; nothing was imported.", 2
+        ) from exc
+    finally:
+        session.close()
+    verb = "Would import" if dry_run else "Imported"
+    console.print(
+        f"{verb} {report.rows} rows: {len(report.created)} new, {len(report.updated)} updated, "
+        f"{len(report.unchanged)} unchanged."
+    )
+
+
+@export_app.command("instruments")
+def export_instruments(
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="The .xlsx file to write")],
+    facility: Annotated[list[int] | None, typer.Option(help="Only these facility ids.")] = None,
+) -> None:
+    """Write the instrument list to an XLSX file that imports back unchanged."""
+    if file.suffix.lower() != ".xlsx":
+        raise _fail("Export writes .xlsx files.", 2)
+    database = _database()
+    require_current_schema(database)
+    with (
+        database.transaction(write=False) as session,
+        Progress(console=err, transient=True) as progress,
+    ):
+        task = progress.add_task("Exporting", total=None)
+        count = transfer.export_instruments(
+            session,
+            file,
+            facility_ids=facility,
+            progress=lambda done: progress.update(task, completed=done),
+        )
+    console.print(f"Exported {count} instruments to {file}.")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from sqlmodel import Field, SQLModel
 
 from core.accounts.rules import OrganisationType, Role, ScopeKind
 from core.clock import now
-from core.db import utc_column
+from core.db import enum_type, utc_column
 from core.places import Cluster
 
 
@@ -19,7 +19,7 @@ class Organisation(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
     name_en: str | None = Field(default=None, max_length=200)
-    type: OrganisationType = Field(sa_type=sa.String(20))
+    type: OrganisationType = Field(sa_type=enum_type(OrganisationType, 20))
     credit_code: str | None = Field(
         default=None,
         max_length=18,
@@ -31,7 +31,7 @@ class Organisation(SQLModel, table=True):
         default=False, description="Registered tech-based SME (科技型中小企业)."
     )
     district: str = Field(max_length=40)
-    cluster: Cluster = Field(sa_type=sa.String(40))
+    cluster: Cluster = Field(sa_type=enum_type(Cluster, 40))
     controlling_group: str | None = Field(
         default=None,
         max_length=200,
@@ -72,8 +72,8 @@ class RoleAssignment(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="app_user.id", index=True, ondelete="CASCADE")
-    role: Role = Field(sa_type=sa.String(20))
-    scope_kind: ScopeKind = Field(sa_type=sa.String(20))
+    role: Role = Field(sa_type=enum_type(Role, 20))
+    scope_kind: ScopeKind = Field(sa_type=enum_type(ScopeKind, 20))
     scope_id: int | None = Field(
         default=None, description="The organisation's or facility's id; empty for platform scope."
     )

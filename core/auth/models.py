@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from core.clock import now
-from core.db import utc_column
+from core.db import enum_type, utc_column
 
 
 class TokenKind(StrEnum):
@@ -22,7 +22,7 @@ class ApiToken(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="app_user.id", index=True, ondelete="CASCADE")
-    kind: TokenKind = Field(sa_type=sa.String(20))
+    kind: TokenKind = Field(sa_type=enum_type(TokenKind, 20))
     name: str | None = Field(default=None, max_length=100)
     token_hash: str = Field(max_length=64, unique=True)
     prefix: str = Field(max_length=16, description="The token's first characters, to recognise it.")

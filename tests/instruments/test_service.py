@@ -38,7 +38,7 @@ def manager_of(session: Session, facility_id: int) -> Principal:
 
 
 def with_role(session: Session, role: Role) -> Principal:
-    return load_principal(session, make_user(session, roles=[role]))
+    return load_principal(session, make_user(session, password=None, roles=[role]))
 
 
 def test_only_admins_register_facilities(session: Session) -> None:
@@ -220,7 +220,7 @@ def test_an_instrument_outage_belongs_to_its_facility(session: Session) -> None:
 def test_qualifications_expire_renew_and_keep_their_history(session: Session) -> None:
     instrument = make_instrument(session)
     manager = manager_of(session, instrument.facility_id)
-    user = make_user(session)
+    user = make_user(session, password=None)
     start = datetime(2026, 12, 1, tzinfo=UTC)
     with frozen(start):
         first = service.grant_qualification(
@@ -261,7 +261,7 @@ def test_qualifications_expire_renew_and_keep_their_history(session: Session) ->
 
 def test_an_expired_qualification_is_not_valid(session: Session) -> None:
     instrument = make_instrument(session)
-    user = make_user(session)
+    user = make_user(session, password=None)
     start = datetime(2026, 12, 1, tzinfo=UTC)
     with frozen(start):
         service.grant_qualification(
