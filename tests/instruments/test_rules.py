@@ -269,7 +269,7 @@ def test_subtracting_holes_leaves_disjoint_sorted_time_outside_every_hole(
     result = subtract(as_times(base), as_times(holes))
     assert result == merge(result)  # sorted, disjoint, nothing empty
     for start, end in result:
-        assert all(end <= hs or start >= he for hs, he in as_times(holes))
+        assert all(end <= hs or start >= he for hs, he in as_times(holes) if hs < he)
         assert any(bs <= start and end <= be for bs, be in merge(as_times(base)))
     # Nothing of the base outside the holes is lost.
     covered = sum(((e - s) for s, e in result), timedelta())
