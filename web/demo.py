@@ -25,6 +25,7 @@ from core.accounts.rules import (
 from core.accounts.schemas import OrganisationCreate, RoleGrant, UserCreate
 from core.db import Database
 from web import dbschema
+from web.demo_catalogue import seed_catalogue
 
 DEMO_PASSWORD = "labshare-demo"
 DEMO_DOMAIN = "demo.labshare.cn"
@@ -116,24 +117,35 @@ def demo_email(local: str) -> str:
 def seed(session: Session) -> None:
     """Insert the demo organisations and users into an empty, migrated database."""
     org_ids: dict[str, int] = {}
+    user_ids: dict[str, int] = {}
     for values in ORGANISATIONS:
         organisation = accounts.create_organisation(
             session, actor_id=None, data=OrganisationCreate.model_validate(values)
         )
         org_ids[organisation.name] = organisation.id or 0
     for local, name, org, roles, locale in USERS:
+        user_ids[local] = _create_demo_user(session, local, name, org_ids[org], roles, locale)
+    seed_catalogue(session, org_ids=org_ids, user_ids=user_ids)
+
+
+def _create_demo_user(
+    session: Session, local: str, name: str, organisation_id: int, roles: list[Role], locale: str
+) -> int:
+    return (
         accounts.create_user(
             session,
             actor_id=None,
             data=UserCreate(
                 email=demo_email(local),
                 name=name,
-                organisation_id=org_ids[org],
+                organisation_id=organisation_id,
                 locale=locale,
                 password=DEMO_PASSWORD,
                 roles=[RoleGrant(role=role) for role in roles],
             ),
-        )
+        ).id
+        or 0
+    )
 
 
 def _wipe(database: Database) -> None:
