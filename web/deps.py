@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from core.accounts.models import User
 from core.auth import service as auth
@@ -31,11 +32,12 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def db_session(request: Request) -> Iterator[Session]:
+async def db_session(request: Request) -> AsyncIterator[Session]:
     """The request's one session: a writer for unsafe methods, a reader otherwise.
 
     :class:`web.routing.TransactionalRoute` commits it; whatever is left uncommitted (an error
-    answer) is rolled back when the session closes.
+    answer) is rolled back when the session closes. Making a session does no I/O, so this runs
+    on the event loop; only closing it (returning the connection) goes to a thread.
     """
     database = get_database(request)
     session = database.new_session(write=request.method not in SAFE_METHODS)
@@ -43,7 +45,7 @@ def db_session(request: Request) -> Iterator[Session]:
     try:
         yield session
     finally:
-        session.close()
+        await run_in_threadpool(session.close)
 
 
 DbSession = Annotated[Session, Depends(db_session)]
@@ -69,11 +71,11 @@ def api_principal(request: Request, session: DbSession) -> Principal:
     return principal
 
 
-def optional_api_principal(request: Request, session: DbSession) -> Principal | None:
+async def optional_api_principal(request: Request, session: DbSession) -> Principal | None:
     """The caller if it sent a token; anonymous readers get None (a bad token is still 401)."""
     if bearer_token(request) is None:
         return None
-    return api_principal(request, session)
+    return await run_in_threadpool(api_principal, request, session)
 
 
 ApiPrincipal = Annotated[Principal, Depends(api_principal)]
@@ -87,21 +89,35 @@ class PageSession:
 
 
 def page_session(request: Request, session: DbSession) -> PageSession | None:
-    """The logged-in page user's session, if the cookie names a live one."""
+    """The logged-in page user's session, if the cookie names a live one.
+
+    Activity is recorded at most once a minute. A POST records it in its own transaction. A
+    page view reads in a read transaction (which must not write on SQLite), so it looks the
+    session up and records the activity in short transactions of their own, before the
+    request's session has started.
+    """
     if hasattr(request.state, "page_session"):
         cached: PageSession | None = request.state.page_session
         return cached
     cookie = request.cookies.get(SESSION_COOKIE)
     found = None
     if cookie:
-        resolved = auth.resolve_web_session(session, get_settings(request), cookie_value=cookie)
+        settings = get_settings(request)
+        if request.method in SAFE_METHODS:
+            database = get_database(request)
+            with database.transaction(write=False) as reader:
+                resolved = auth.resolve_web_session(reader, settings, cookie_value=cookie)
+            if resolved is not None and auth.session_needs_touch(resolved[0]):
+                with database.transaction() as writer:
+                    auth.touch_web_session(writer, session_id=resolved[0].id or 0)
+        else:
+            # This request already holds the writer (SQLite has one per process); asking for a
+            # second would wait for ourselves.
+            resolved = auth.resolve_web_session(session, settings, cookie_value=cookie)
+            if resolved is not None and auth.session_needs_touch(resolved[0]):
+                auth.touch_web_session(session, session_id=resolved[0].id or 0)
         if resolved is not None:
-            record, user = resolved
-            found = PageSession(record, user)
-            if auth.session_needs_touch(record):
-                # A short write of its own: page views run in read transactions.
-                with get_database(request).transaction() as writer:
-                    auth.touch_web_session(writer, session_id=record.id or 0)
+            found = PageSession(*resolved)
     request.state.page_session = found
     return found
 

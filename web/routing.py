@@ -3,7 +3,9 @@
 Since FastAPI 0.118 the code after ``yield`` in a dependency runs after the response has gone
 out, so committing there would acknowledge a write that might still fail. This route class
 commits the request's session right after the endpoint returns a successful response, and
-before that response is sent. An error response commits nothing.
+before that response is sent. An error response commits nothing, and neither does a GET or
+HEAD: they read (a read that must write, like recording a session's activity, opens a short
+transaction of its own).
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ class TransactionalRoute(APIRoute):
         async def handle(request: Request) -> Response:
             response = await handler(request)
             session = getattr(request.state, "db_session", None)
-            if session is not None and response.status_code < 400:
+            if (
+                session is not None
+                and response.status_code < 400
+                and request.method not in ("GET", "HEAD", "OPTIONS")
+            ):
                 await run_in_threadpool(session.commit)
             return response
 

@@ -195,3 +195,9 @@ def test_an_unsupported_file_type_is_refused(tmp_path: Path) -> None:
     path.write_text("x")
     with pytest.raises(ValueError, match="csv or .xlsx"):
         read_rows(path)
+
+
+def test_the_import_documentation_lists_every_column() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "instrument-import.md").read_text(encoding="utf-8")
+    for column in COLUMNS:
+        assert f"| `{column.key}` | {column.header} |" in doc
