@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 from sqlmodel import select
@@ -37,8 +38,8 @@ export_app = typer.Typer(help="Export data to XLSX files.", no_args_is_help=True
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _database() -> Database:
@@ -46,7 +47,8 @@ def _database() -> Database:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]{message}[/red]")
+    # Escaped: messages quote user input and pydantic's "[type=...]", which is not markup.
+    err.print(f"[red]{escape(message)}[/red]")
     return typer.Exit(code)
 
 
@@ -256,6 +258,8 @@ def orgs_create(
             )
     except DomainError as exc:
         raise _domain_error(exc) from exc
+    except ValueError as exc:  # the schema's own checks (pydantic), e.g. a one-character name
+        raise _fail(str(exc), 2) from exc
     console.print(f"Created organisation {organisation.id}: {organisation.name}")
 
 
