@@ -3,6 +3,7 @@ testing_service_instrument, outage, qualification."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 from typing import Any
 
@@ -42,6 +43,11 @@ class Facility(SQLModel, table=True):
         default=False, description="Open on statutory holidays with the weekday's hours."
     )
     is_active: bool = True
+    calendar_token: str = Field(
+        default_factory=lambda: uuid.uuid4().hex,
+        max_length=32,
+        description="Changes with the opening hours, closures, zone or holiday choice (caches).",
+    )
     created_at: datetime = Field(default_factory=now, sa_column=utc_column())
     updated_at: datetime = Field(default_factory=now, sa_column=utc_column())
 

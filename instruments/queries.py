@@ -6,10 +6,11 @@ over a lower-cased ``search_text`` column with the filters, plus one count.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -328,6 +329,16 @@ def list_outages(
 MAX_OPEN_INTERVAL_DAYS = 366
 
 
+@dataclass(frozen=True)
+class FacilityCalendar:
+    """A facility's week and closures: what rarely changes (cached by its calendar token)."""
+
+    zone: ZoneInfo
+    opens_on_holidays: bool
+    weekly_hours: dict[int, list[tuple[int, int]]]
+    closed_dates: tuple[tuple[date, date], ...]
+
+
 @dataclass
 class InstrumentCalendar:
     """What decides when an instrument is open, loaded for a period."""
@@ -335,10 +346,7 @@ class InstrumentCalendar:
     instrument_id: int
     facility_id: int
     bookable: bool  # active instrument in an active facility
-    zone: ZoneInfo
-    opens_on_holidays: bool
-    weekly_hours: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
-    closed_dates: list[tuple[date, date]] = field(default_factory=list)
+    facility: FacilityCalendar
     outages: list[rules.Interval] = field(default_factory=list)
 
     def open_intervals(self, start: datetime, end: datetime) -> list[rules.Interval]:
@@ -347,13 +355,39 @@ class InstrumentCalendar:
         return rules.open_intervals(
             start,
             end,
-            zone=self.zone,
-            weekly_hours=self.weekly_hours,
+            zone=self.facility.zone,
+            weekly_hours=self.facility.weekly_hours,
             day_kind=holidays.day_kind,
-            opens_on_holidays=self.opens_on_holidays,
-            closed_dates=self.closed_dates,
+            opens_on_holidays=self.facility.opens_on_holidays,
+            closed_dates=self.facility.closed_dates,
             outages=self.outages,
         )
+
+
+class _CalendarCache:
+    """Facility calendars by (facility id, calendar token); a changed facility gets a new token,
+    so every process sees the change on its next read without being told."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[int, str], FacilityCalendar] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[int, str]) -> FacilityCalendar | None:
+        with self.lock:
+            found = self.entries.get(key)
+            if found is not None:
+                self.entries.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[int, str], calendar: FacilityCalendar) -> None:
+        with self.lock:
+            self.entries[key] = calendar
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+
+facility_calendars = _CalendarCache()
 
 
 def _check_period(start: datetime, end: datetime) -> None:
@@ -367,37 +401,21 @@ def _check_period(start: datetime, end: datetime) -> None:
         )
 
 
-def load_calendars(
-    session: Session, *, instrument_ids: Sequence[int], start: datetime, end: datetime
-) -> dict[int, InstrumentCalendar]:
-    """Calendars of many instruments for ``[start, end)`` in four queries, however many."""
-    ids = list(dict.fromkeys(instrument_ids))
-    if not ids:
-        return {}
-    calendars: dict[int, InstrumentCalendar] = {}
-    for instrument_id, status, facility_id, zone, opens_on_holidays, active in session.execute(
-        sa.select(
-            col(Instrument.id),
-            col(Instrument.status),
-            col(Instrument.facility_id),
-            col(Facility.timezone),
-            col(Facility.opens_on_holidays),
-            col(Facility.is_active),
-        )
-        .join(Facility, col(Facility.id) == Instrument.facility_id)
-        .where(col(Instrument.id).in_(ids))
-    ):
-        calendars[instrument_id] = InstrumentCalendar(
-            instrument_id=instrument_id,
-            facility_id=facility_id,
-            bookable=status == InstrumentStatus.ACTIVE and active,
-            zone=ZoneInfo(zone),
-            opens_on_holidays=opens_on_holidays,
-        )
-    by_facility: dict[int, list[InstrumentCalendar]] = defaultdict(list)
-    for calendar in calendars.values():
-        by_facility[calendar.facility_id].append(calendar)
-    facility_ids = list(by_facility)
+def _load_facility_calendars(
+    session: Session, wanted: dict[int, tuple[str, str, bool]]
+) -> dict[int, FacilityCalendar]:
+    """Calendars of facilities (id → token, zone, opens on holidays): cached, else two queries."""
+    found: dict[int, FacilityCalendar] = {}
+    missing: list[int] = []
+    for facility_id, (token, _, _) in wanted.items():
+        cached = facility_calendars.get((facility_id, token))
+        if cached is None:
+            missing.append(facility_id)
+        else:
+            found[facility_id] = cached
+    if not missing:
+        return found
+    weekly: dict[int, dict[int, list[tuple[int, int]]]] = {f: {} for f in missing}
     for facility_id, weekday, open_minute, close_minute in session.execute(
         sa.select(
             col(OpeningSpan.facility_id),
@@ -405,27 +423,68 @@ def load_calendars(
             col(OpeningSpan.start_minute),
             col(OpeningSpan.end_minute),
         )
-        .where(col(OpeningSpan.facility_id).in_(facility_ids))
+        .where(col(OpeningSpan.facility_id).in_(missing))
         .order_by(col(OpeningSpan.start_minute))
     ):
-        for calendar in by_facility[facility_id]:
-            calendar.weekly_hours.setdefault(weekday, []).append((open_minute, close_minute))
-    # Local dates around the period, wide enough for any facility's zone.
-    first_day = (start - timedelta(days=2)).date()
-    last_day = (end + timedelta(days=2)).date()
+        weekly[facility_id].setdefault(weekday, []).append((open_minute, close_minute))
+    closed: dict[int, list[tuple[date, date]]] = {f: [] for f in missing}
     for facility_id, closed_from, closed_to in session.execute(
         sa.select(
             col(FacilityClosure.facility_id),
             col(FacilityClosure.start_date),
             col(FacilityClosure.end_date),
-        ).where(
-            col(FacilityClosure.facility_id).in_(facility_ids),
-            col(FacilityClosure.end_date) >= first_day,
-            col(FacilityClosure.start_date) <= last_day,
-        )
+        ).where(col(FacilityClosure.facility_id).in_(missing))
     ):
-        for calendar in by_facility[facility_id]:
-            calendar.closed_dates.append((closed_from, closed_to))
+        closed[facility_id].append((closed_from, closed_to))
+    for facility_id in missing:
+        token, zone, opens_on_holidays = wanted[facility_id]
+        calendar = FacilityCalendar(
+            zone=ZoneInfo(zone),
+            opens_on_holidays=opens_on_holidays,
+            weekly_hours=weekly[facility_id],
+            closed_dates=tuple(closed[facility_id]),
+        )
+        facility_calendars.put((facility_id, token), calendar)
+        found[facility_id] = calendar
+    return found
+
+
+def load_calendars(
+    session: Session, *, instrument_ids: Sequence[int], start: datetime, end: datetime
+) -> dict[int, InstrumentCalendar]:
+    """Calendars of many instruments for ``[start, end)``: two queries when facilities' weeks
+    are cached, four when not, however many instruments."""
+    ids = list(dict.fromkeys(instrument_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
+        sa.select(
+            col(Instrument.id),
+            col(Instrument.status),
+            col(Instrument.facility_id),
+            col(Facility.calendar_token),
+            col(Facility.timezone),
+            col(Facility.opens_on_holidays),
+            col(Facility.is_active),
+        )
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .where(col(Instrument.id).in_(ids))
+    ).all()
+    facilities = _load_facility_calendars(
+        session, {row[2]: (row[3], row[4], row[5]) for row in rows}
+    )
+    calendars = {
+        instrument_id: InstrumentCalendar(
+            instrument_id=instrument_id,
+            facility_id=facility_id,
+            bookable=status == InstrumentStatus.ACTIVE and active,
+            facility=facilities[facility_id],
+        )
+        for instrument_id, status, facility_id, _, _, _, active in rows
+    }
+    by_facility: dict[int, list[InstrumentCalendar]] = defaultdict(list)
+    for calendar in calendars.values():
+        by_facility[calendar.facility_id].append(calendar)
     for facility_id, instrument_id, outage_start, outage_end in session.execute(
         sa.select(
             col(Outage.facility_id),
@@ -433,7 +492,7 @@ def load_calendars(
             col(Outage.start_at),
             col(Outage.end_at),
         ).where(
-            col(Outage.facility_id).in_(facility_ids),
+            col(Outage.facility_id).in_(list(by_facility)),
             col(Outage.instrument_id).is_(None) | col(Outage.instrument_id).in_(ids),
             col(Outage.end_at) > start,
             col(Outage.start_at) < end,

@@ -11,6 +11,7 @@ Every change is audited in the same transaction.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -71,6 +72,15 @@ DEFAULT_OPENING_HOURS = [
 accounts.SCOPE_EXISTS[ScopeKind.FACILITY] = lambda session, facility_id: (
     session.get(Facility, facility_id) is not None
 )
+
+
+CALENDAR_FIELDS = frozenset({"timezone", "opens_on_holidays", "is_active"})
+
+
+def _calendar_changed(facility: Facility) -> None:
+    """Cached calendars of this facility are stale from now on."""
+    facility.calendar_token = uuid.uuid4().hex
+    facility.updated_at = now()
 
 
 def _actor_id(actor: Principal | None) -> int | None:
@@ -181,6 +191,8 @@ def update_facility(
     for key, value in changes.items():
         setattr(facility, key, value)
     facility.updated_at = now()
+    if CALENDAR_FIELDS & changes.keys():
+        _calendar_changed(facility)
     session.add(facility)
     session.flush()
     audit.record(
@@ -212,10 +224,14 @@ def set_opening_hours(
     session: Session, *, actor: Principal | None, facility_id: int, spans: Sequence[OpeningSpanIn]
 ) -> None:
     """Replace a facility's weekly opening hours."""
-    managed_facility(session, actor=actor, facility_id=facility_id, action="change opening hours")
+    facility = managed_facility(
+        session, actor=actor, facility_id=facility_id, action="change opening hours"
+    )
     parsed, problems = _spans(spans)
     raise_if(problems)
     _replace_spans(session, facility_id, parsed)
+    _calendar_changed(facility)
+    session.add(facility)
     audit.record(
         session,
         actor_id=_actor_id(actor),
@@ -230,7 +246,9 @@ def add_closure(
     session: Session, *, actor: Principal | None, facility_id: int, data: ClosureIn
 ) -> FacilityClosure:
     """Close a facility on some days beyond the statutory holidays."""
-    managed_facility(session, actor=actor, facility_id=facility_id, action="close it")
+    facility = managed_facility(session, actor=actor, facility_id=facility_id, action="close it")
+    _calendar_changed(facility)
+    session.add(facility)
     if data.end_date < data.start_date:
         raise RuleViolation(
             [Problem("end_before_start", "The last day is before the first.", "end_date")]
@@ -253,7 +271,11 @@ def remove_closure(session: Session, *, actor: Principal | None, closure_id: int
     closure = session.get(FacilityClosure, closure_id)
     if closure is None:
         raise NotFound("Closure")
-    managed_facility(session, actor=actor, facility_id=closure.facility_id, action="reopen it")
+    facility = managed_facility(
+        session, actor=actor, facility_id=closure.facility_id, action="reopen it"
+    )
+    _calendar_changed(facility)
+    session.add(facility)
     session.delete(closure)
     session.flush()
     audit.record(

@@ -14,7 +14,7 @@ from instruments.queries import (
     search_instruments,
 )
 from instruments.rules import Category, CustomerClass, InstrumentStatus, OperationMode, OutageKind
-from instruments.schemas import ClosureIn, OutageCreate
+from instruments.schemas import ClosureIn, OpeningSpanIn, OutageCreate
 from tests.factories import make_organisation
 from tests.instruments.factories import make_facility, make_instrument, make_testing_service
 
@@ -228,3 +228,30 @@ def test_open_intervals_need_a_sane_period(session: Session, catalogue: dict) ->
         instrument_open_intervals(
             session, instrument_id=catalogue["sem"].id, start=start, end=start + timedelta(days=400)
         )
+
+
+def test_changed_hours_and_closures_show_at_once_despite_the_calendar_cache(
+    session: Session, catalogue: dict
+) -> None:
+    sem, west = catalogue["sem"], catalogue["west"]
+    monday = datetime(2026, 11, 30, tzinfo=UTC)
+    week = {"instrument_id": sem.id, "start": monday, "end": monday + timedelta(days=1)}
+    assert instrument_open_intervals(session, **week) == [
+        (monday + timedelta(hours=1), monday + timedelta(hours=9))
+    ]
+    service.set_opening_hours(
+        session,
+        actor=None,
+        facility_id=west.id,
+        spans=[OpeningSpanIn(weekday=0, start="10:00", end="11:00")],
+    )
+    assert instrument_open_intervals(session, **week) == [
+        (monday + timedelta(hours=2), monday + timedelta(hours=3))
+    ]
+    service.add_closure(
+        session,
+        actor=None,
+        facility_id=west.id,
+        data=ClosureIn(start_date=date(2026, 11, 30), end_date=date(2026, 11, 30)),
+    )
+    assert instrument_open_intervals(session, **week) == []
