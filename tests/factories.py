@@ -76,3 +76,8 @@ def login_page(client: TestClient, email: str, password: str = PASSWORD) -> Any:
 
 def csrf_from(html: str) -> str:
     return html.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+
+
+def api_login(client: TestClient, email: str, password: str = PASSWORD) -> Any:
+    """POST the OAuth2 password form to the token endpoint."""
+    return client.post("/api/v1/auth/token", data={"username": email, "password": password})

@@ -27,7 +27,9 @@ def secret_key(request: Request) -> str:
     if configured:
         value: str = configured
     else:
-        with request.app.state.database.transaction() as session:
+        # The first migration made it, so reading suffices: a writer could wait forever on the
+        # one this request may already hold (SQLite has one per process).
+        with request.app.state.database.transaction(write=False) as session:
             value = platform.secret_key(session)
     request.app.state.secret_key = value
     return value

@@ -62,8 +62,10 @@ class SchemaState:
 def schema_state(database: Database) -> SchemaState:
     head = ScriptDirectory.from_config(alembic_config(database)).get_current_head()
     try:
-        with database.read_engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
+        # Through a session, like every other read: a database bound to one connection (tests)
+        # answers on it instead of waiting for a second one from the pool.
+        with database.new_session(write=False) as session:
+            current = MigrationContext.configure(session.connection()).get_current_revision()
     except SQLAlchemyError as exc:
         return SchemaState(None, head, error=str(exc.__cause__ or exc).splitlines()[0])
     return SchemaState(current, head)

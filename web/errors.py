@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import DomainError
+from web.middleware import SECURITY_HEADERS
 
 log = logging.getLogger("labshare.errors")
 
@@ -155,4 +156,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)
-        return _respond(request, 500, "Internal error. It has been logged.", "internal_error")
+        response = _respond(request, 500, "Internal error. It has been logged.", "internal_error")
+        # Starlette answers an unhandled error outside every middleware, so this answer gets
+        # the request id and the security headers here.
+        for name, value in SECURITY_HEADERS:
+            response.headers.setdefault(name.decode(), value.decode())
+        request_id = getattr(request.state, "request_id", None)
+        if request_id:
+            response.headers.setdefault("x-request-id", request_id)
+        return response

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from core.accounts.rules import OrganisationType, Role, ScopeKind
 from core.places import Cluster
@@ -12,6 +12,13 @@ from core.places import Cluster
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _not_null(value: object) -> object:
+    """In a change, a field may be left out but a required one may not be set to null."""
+    if value is None:
+        raise ValueError("This field may be left out but not set to null.")
+    return value
 
 
 class OrganisationCreate(StrictModel):
@@ -37,6 +44,8 @@ class OrganisationUpdate(StrictModel):
     district: str | None = None
     cluster: Cluster | None = None
     controlling_group: str | None = Field(default=None, max_length=200)
+
+    _required = field_validator("name", "is_sme", "is_tech_sme", "district", "cluster")(_not_null)
 
 
 class OrganisationRead(BaseModel):
@@ -87,6 +96,8 @@ class UserUpdate(StrictModel):
     organisation_id: int | None = None
     locale: str | None = None
     is_active: bool | None = None
+
+    _required = field_validator("name", "locale", "is_active")(_not_null)
 
 
 class UserRead(BaseModel):

@@ -194,12 +194,13 @@ def create_user(session: Session, *, actor_id: int | None, data: UserCreate) -> 
     values = data.model_dump(exclude={"roles"})
     values["email"] = normalise_email(values["email"])
     raise_if(_user_problems(values, session) + _grant_problems(session, data.roles))
+    taken = Conflict(
+        "A user with this e-mail address already exists.",
+        code="duplicate_email",
+        problems=[Problem("duplicate", "Already registered.", "email")],
+    )
     if session.exec(select(User.id).where(User.email == values["email"])).first() is not None:
-        raise Conflict(
-            "A user with this e-mail address already exists.",
-            code="duplicate_email",
-            problems=[Problem("duplicate", "Already registered.", "email")],
-        )
+        raise taken
     password = values.pop("password")
     user = User.model_validate(values)
     user.password_hash = hash_password(password) if password else None
@@ -209,9 +210,7 @@ def create_user(session: Session, *, actor_id: int | None, data: UserCreate) -> 
         with session.begin_nested():
             session.flush()
     except IntegrityError as exc:
-        raise Conflict(
-            "A user with this e-mail address already exists.", code="duplicate_email"
-        ) from exc
+        raise taken from exc
     for grant in data.roles:
         _add_assignment(session, user_id=user.id or 0, grant=grant, actor_id=actor_id)
     audit.record(

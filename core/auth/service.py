@@ -20,7 +20,7 @@ from core.accounts.models import User
 from core.accounts.rules import normalise_email
 from core.auth.models import ApiToken, LoginFailure, TokenKind, WebSession
 from core.auth.passwords import hash_password, needs_rehash, verify_password
-from core.clock import now
+from core.clock import ensure_utc, now
 from core.errors import NotAuthenticated, NotFound, Problem, RuleViolation, Throttled
 from core.settings import Settings
 
@@ -128,6 +128,8 @@ def issue_personal_token(
         problems.append(Problem("in_past", "The expiry must be in the future.", "expires_at"))
     if problems:
         raise RuleViolation(problems)
+    if expires_at is not None:
+        expires_at = ensure_utc(expires_at)
     token = "lsp_" + secrets.token_urlsafe(32)
     record = ApiToken(
         user_id=user.id,

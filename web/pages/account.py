@@ -15,7 +15,7 @@ from core.errors import DomainError, NotAuthenticated, Throttled
 from web.api.auth import client_address
 from web.deps import SESSION_COOKIE, AppSettings, DbSession
 from web.i18n import LOCALES
-from web.i18n import gettext as _
+from web.messages import N_
 from web.pages.deps import CsrfChecked, OptionalPagePrincipal, PagePrincipal, safe_next
 from web.routing import TransactionalRoute
 from web.templating import LANG_COOKIE, render, set_cookie
@@ -58,10 +58,11 @@ def login(
         )
     except (NotAuthenticated, Throttled) as exc:
         session.commit()  # the failure counts toward the throttle
+        # Marked, not translated: the template translates once the request's locale is known.
         message = (
-            _("Too many failed logins. Try again later.")
+            N_("Too many failed logins. Try again later.")
             if isinstance(exc, Throttled)
-            else _("Incorrect e-mail address or password.")
+            else N_("Incorrect e-mail address or password.")
         )
         return render(
             request,
@@ -100,7 +101,7 @@ def switch_language(
     next: Annotated[str, Form()] = "/",
 ) -> Response:
     if lang not in LOCALES:
-        raise DomainError(_("Unknown language."), "unknown_locale", status_code=422)
+        raise DomainError(N_("Unknown language."), "unknown_locale", status_code=422)
     if principal is not None:
         accounts.update_user(
             session,
