@@ -109,8 +109,9 @@ def timed(call: Callable[[int], object], count: int) -> list[float]:
 
 def p(samples: list[float], percentile: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(percentile / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(percentile / 100 * (len(ordered) - 1)))]
 
 
 def summary(samples: list[float]) -> str:
-    return f"p50 {p(samples, 50):7.2f} ms  p95 {p(samples, 95):7.2f} ms  mean {statistics.fmean(samples):7.2f} ms"
+    mean = statistics.fmean(samples)
+    return f"p50 {p(samples, 50):7.2f} ms  p95 {p(samples, 95):7.2f} ms  mean {mean:7.2f} ms"

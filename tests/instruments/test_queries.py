@@ -127,7 +127,8 @@ def test_pages_and_the_total(session: Session, catalogue: dict) -> None:
         session, InstrumentSearch(sort=SearchSort.NAME), offset=3, limit=3
     )
     assert total == 4
-    assert len(first) == 3 and len(second) == 1
+    assert len(first) == 3
+    assert len(second) == 1
     assert not {r["id"] for r in first} & {r["id"] for r in second}
 
 

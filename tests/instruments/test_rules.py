@@ -170,9 +170,9 @@ def test_an_empty_or_inverted_period_has_no_open_time() -> None:
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="aware"):
         open_intervals(
-            datetime(2026, 12, 1),
-            datetime(2026, 12, 2),
-            zone=SHANGHAI,  # noqa: DTZ001
+            datetime(2026, 12, 1),  # noqa: DTZ001
+            datetime(2026, 12, 2),  # noqa: DTZ001
+            zone=SHANGHAI,
             weekly_hours=OFFICE_HOURS,
             day_kind=ordinary_days,
         )

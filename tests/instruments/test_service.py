@@ -255,7 +255,7 @@ def test_qualifications_expire_renew_and_keep_their_history(session: Session) ->
         )
         with pytest.raises(Conflict):
             service.revoke_qualification(session, actor=manager, qualification_id=renewed.id)
-    entries, total = audit.list_entries(session, action="qualification.")
+    _, total = audit.list_entries(session, action="qualification.")
     assert total == 3
 
 

@@ -163,7 +163,8 @@ def test_an_export_imports_back_unchanged(session: Session, tmp_path: Path) -> N
         for i in session.exec(select(Instrument)).all()
     }
     report = import_instruments(session, read_rows(path))
-    assert report.created == [] and report.updated == []
+    assert report.created == []
+    assert report.updated == []
     assert sorted(report.unchanged) == sorted(before)
     after = {
         i.asset_code: i.model_dump(exclude={"updated_at"})
@@ -193,7 +194,7 @@ def test_an_import_updates_known_asset_codes(session: Session, tmp_path: Path) -
 def test_an_unsupported_file_type_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "list.txt"
     path.write_text("x")
-    with pytest.raises(ValueError, match="csv or .xlsx"):
+    with pytest.raises(ValueError, match=r"csv or \.xlsx"):
         read_rows(path)
 
 

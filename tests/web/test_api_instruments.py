@@ -290,7 +290,8 @@ def test_outages_are_public_and_span_days(client: TestClient, world: dict) -> No
     )
     assert created.status_code == 201
     listed = client.get("/api/v1/outages", params={"instrument_id": world["instrument"].id}).json()
-    assert listed["total"] == 1 and listed["items"][0]["note"] == "年度维护"
+    assert listed["total"] == 1
+    assert listed["items"][0]["note"] == "年度维护"
     assert (
         client.delete(
             f"/api/v1/outages/{created.json()['id']}", headers=world["manager"]
