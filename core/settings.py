@@ -47,6 +47,18 @@ class Settings(BaseSettings):
     login_throttle_window_s: int = 15 * 60
     max_body_bytes: int = 1024 * 1024
 
+    pending_request_ttl_hours: int = Field(
+        default=48, description="A pending request expires unanswered after this (or at its start)."
+    )
+    check_in_grace_minutes: int = Field(
+        default=15, description="Check in this early; nobody by start plus this is a no-show."
+    )
+    no_show_suspension_threshold: int = Field(
+        default=3, description="This many no-shows within the window suspend booking rights."
+    )
+    no_show_window_days: int = 90
+    suspension_days: int = 30
+    booking_creations_per_minute: int = 30
     catalogue_public: bool = Field(
         default=True, description="Anyone may read the catalogue without logging in."
     )

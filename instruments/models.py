@@ -142,6 +142,15 @@ class Instrument(SQLModel, table=True):
     requires_qualification: bool = Field(
         default=True, description="Self-operated use needs a valid qualification."
     )
+    user_weekly_hours_limit: int | None = Field(
+        default=None, description="Hours one user may hold per week; empty: no limit."
+    )
+    user_future_bookings_limit: int | None = Field(
+        default=None, description="Upcoming bookings one user may hold; empty: no limit."
+    )
+    organisation_weekly_hours_limit: int | None = Field(
+        default=None, description="Hours one organisation may hold per week; empty: no limit."
+    )
     # Prices in force now; price_change keeps the history billing reads.
     price_internal_fen: int = Field(default=0, sa_type=sa.BigInteger, description="per hour")
     price_external_academic_fen: int = Field(

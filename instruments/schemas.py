@@ -125,6 +125,9 @@ class InstrumentFields(StrictModel):
     no_show_charge_percent: int = Field(default=50, ge=0, le=100)
     unattended_runs_allowed: bool = False
     requires_qualification: bool = True
+    user_weekly_hours_limit: int | None = Field(default=None, ge=1, le=168)
+    user_future_bookings_limit: int | None = Field(default=None, ge=1, le=1000)
+    organisation_weekly_hours_limit: int | None = Field(default=None, ge=1, le=168)
     price_internal_fen: int = Field(default=0, ge=0, description="per hour, fen")
     price_external_academic_fen: int = Field(default=0, ge=0, description="per hour, fen")
     price_enterprise_fen: int = Field(default=0, ge=0, description="per hour, fen")
@@ -173,6 +176,9 @@ class InstrumentUpdate(StrictModel):
     no_show_charge_percent: int | None = Field(default=None, ge=0, le=100)
     unattended_runs_allowed: bool | None = None
     requires_qualification: bool | None = None
+    user_weekly_hours_limit: int | None = Field(default=None, ge=1, le=168)
+    user_future_bookings_limit: int | None = Field(default=None, ge=1, le=1000)
+    organisation_weekly_hours_limit: int | None = Field(default=None, ge=1, le=168)
     price_internal_fen: int | None = Field(default=None, ge=0)
     price_external_academic_fen: int | None = Field(default=None, ge=0)
     price_enterprise_fen: int | None = Field(default=None, ge=0)
@@ -207,6 +213,9 @@ class BookingRulesRead(BaseModel):
     no_show_charge_percent: int
     unattended_runs_allowed: bool
     requires_qualification: bool
+    user_weekly_hours_limit: int | None
+    user_future_bookings_limit: int | None
+    organisation_weekly_hours_limit: int | None
 
 
 class InstrumentSummary(BaseModel):

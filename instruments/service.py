@@ -54,6 +54,15 @@ from instruments.schemas import (
     TestingServiceUpdate,
 )
 
+NULLABLE_FIELDS = frozenset(
+    {
+        "purchase_value_fen",
+        "purchase_date",
+        "user_weekly_hours_limit",
+        "user_future_bookings_limit",
+        "organisation_weekly_hours_limit",
+    }
+)
 PRICE_FIELDS = (
     "price_internal_fen",
     "price_external_academic_fen",
@@ -430,11 +439,7 @@ def update_instrument(
             facility_id=changes["facility_id"],
             action="move instruments there",
         )
-    none_not_allowed = [
-        k
-        for k, v in changes.items()
-        if v is None and k not in ("purchase_value_fen", "purchase_date")
-    ]
+    none_not_allowed = [k for k, v in changes.items() if v is None and k not in NULLABLE_FIELDS]
     if none_not_allowed:
         raise RuleViolation(
             [Problem("required", "May not be emptied.", k) for k in none_not_allowed]

@@ -4,7 +4,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-import migrations.models  # noqa: F401  (registers every table on the metadata)
+import migrations.models
 from core.db import Database
 from core.settings import Settings
 

@@ -2,10 +2,6 @@
 
 from typing import Any
 
-import core.accounts.models
-import core.audit
-import core.auth.models
-import core.platform  # noqa: F401
 import instruments.models  # noqa: F401
 
 # Indexes a migration adds for one engine only; autogenerate leaves them alone.

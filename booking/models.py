@@ -1,0 +1,100 @@
+"""Tables: booking (the plan), usage_record (what happened), idempotency_record."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from booking.rules import BookingStatus, OperatedBy
+from core.clock import now
+from core.db import enum_type, utc_column
+
+HELD_SQL = "status IN ('offered', 'pending', 'confirmed', 'in_use')"
+
+
+class Booking(SQLModel, table=True):
+    __tablename__ = "booking"
+    __table_args__ = (
+        sa.CheckConstraint("end_at > start_at", name="time_order"),
+        sa.CheckConstraint("held_until >= end_at", name="held_after_end"),
+        sa.Index("ix_booking_instrument_held", "instrument_id", "start_at", "held_until"),
+        sa.Index("ix_booking_user_created", "user_id", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    instrument_id: int = Field(foreign_key="instrument.id")
+    facility_id: int = Field(foreign_key="facility.id", index=True)
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    organisation_id: int | None = Field(
+        default=None, foreign_key="organisation.id", index=True, description="The booker's, then."
+    )
+    start_at: datetime = Field(sa_column=utc_column(index=True))
+    end_at: datetime = Field(sa_column=utc_column())
+    held_until: datetime = Field(
+        sa_column=utc_column(), description="End plus the instrument's buffer: the held range end."
+    )
+    status: BookingStatus = Field(sa_type=enum_type(BookingStatus, 20), index=True)
+    operated_by: OperatedBy = Field(sa_type=enum_type(OperatedBy, 10))
+    purpose: str = Field(default="", max_length=1000)
+    charge_account: str = Field(
+        default="", max_length=200, description="经费卡 or payer, free text"
+    )
+    sample_count: int | None = None
+    version: int = Field(default=0, description="Raised on every change (calendar SEQUENCE).")
+    overrides: list[str] = Field(
+        default_factory=list, sa_type=sa.JSON, description="Rule codes a manager overrode."
+    )
+    expires_at: datetime | None = Field(
+        default=None, sa_column=utc_column(nullable=True), description="A pending request's."
+    )
+    decided_by_id: int | None = Field(default=None, foreign_key="app_user.id")
+    decided_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    reason: str = Field(default="", max_length=1000, description="Why rejected or cancelled.")
+    late_cancellation: bool = False
+    replaced_by_id: int | None = Field(default=None, foreign_key="booking.id")
+    checked_in_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    created_by_id: int | None = Field(default=None, foreign_key="app_user.id")
+    created_at: datetime = Field(default_factory=now, sa_column=utc_column())
+    updated_at: datetime = Field(default_factory=now, sa_column=utc_column())
+
+
+class UsageRecord(SQLModel, table=True):
+    """What actually happened on an instrument (机时记录): the source of charges and hours."""
+
+    __tablename__ = "usage_record"
+    __table_args__ = (sa.CheckConstraint("ended_at > started_at", name="time_order"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    booking_id: int | None = Field(default=None, foreign_key="booking.id", unique=True)
+    instrument_id: int = Field(foreign_key="instrument.id", index=True)
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    organisation_id: int | None = Field(default=None, foreign_key="organisation.id", index=True)
+    operator_id: int | None = Field(
+        default=None, foreign_key="app_user.id", description="Who ran it (staff-operated)."
+    )
+    started_at: datetime = Field(sa_column=utc_column(index=True))
+    ended_at: datetime = Field(sa_column=utc_column())
+    samples: int | None = None
+    kind: str = Field(default="use", max_length=20, description="use, training or maintenance")
+    note: str = Field(default="", max_length=1000)
+    corrected_by_id: int | None = Field(default=None, foreign_key="app_user.id")
+    corrected_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    created_at: datetime = Field(default_factory=now, sa_column=utc_column())
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The first answer to a request sent with an Idempotency-Key, replayed to its retries."""
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (sa.UniqueConstraint("user_id", "key", name="uq_idempotency_record_user_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id")
+    key: str = Field(max_length=200)
+    request_hash: str = Field(max_length=64)
+    status_code: int
+    response: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    created_at: datetime = Field(default_factory=now, sa_column=utc_column())

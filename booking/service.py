@@ -1,0 +1,958 @@
+"""Booking operations: request, approve, reject, cancel, move, hand over, check in and out,
+no-shows, expiry, walk-in use and usage corrections.
+
+Invariants: bookings in a held status never overlap on one instrument, counting buffers (the
+database refuses it: an exclusion constraint on PostgreSQL, a trigger and the write lock taken
+by ``BEGIN IMMEDIATE`` on SQLite; the check here exists for a clear message); every problem of
+a request is reported at once and only a lab manager of the facility overrides the overridable
+ones, explicitly and audited; a status changes only along ``rules.TRANSITIONS``, with a
+conditional update so two workers never apply the same transition twice; a move cancels and
+replaces in one transaction; each change raises ``version``, writes an audit entry and an
+outbox event in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, func, select
+
+from booking import rules
+from booking.models import Booking, UsageRecord
+from booking.rules import HELD_STATUSES, BookingStatus, OperatedBy
+from booking.schemas import BookingCreate, UsageRecordCorrection, UsageRecordCreate
+from core import audit, events
+from core.accounts.models import User
+from core.accounts.rules import Role
+from core.auth.principal import Principal
+from core.clock import now
+from core.errors import (
+    Conflict,
+    DomainError,
+    NotFound,
+    PermissionDenied,
+    Problem,
+    RuleViolation,
+    Throttled,
+)
+from core.settings import Settings
+from instruments import queries as catalogue
+from instruments import service as instruments
+from instruments.models import Facility, Instrument
+from instruments.rules import ApprovalMode, InstrumentStatus, OperationMode
+
+
+@dataclass(frozen=True)
+class BookingPolicy:
+    """Platform-wide booking settings (from ``core.settings``)."""
+
+    pending_ttl: timedelta
+    grace: timedelta
+    suspension_threshold: int
+    no_show_window: timedelta
+    suspension: timedelta
+    creations_per_minute: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BookingPolicy:
+        return cls(
+            pending_ttl=timedelta(hours=settings.pending_request_ttl_hours),
+            grace=timedelta(minutes=settings.check_in_grace_minutes),
+            suspension_threshold=settings.no_show_suspension_threshold,
+            no_show_window=timedelta(days=settings.no_show_window_days),
+            suspension=timedelta(days=settings.suspension_days),
+            creations_per_minute=settings.booking_creations_per_minute,
+        )
+
+
+def booking_payload(booking: Booking) -> dict[str, Any]:
+    return {
+        "booking_id": booking.id,
+        "instrument_id": booking.instrument_id,
+        "facility_id": booking.facility_id,
+        "user_id": booking.user_id,
+        "start": booking.start_at.isoformat(),
+        "end": booking.end_at.isoformat(),
+        "status": booking.status,
+        "version": booking.version,
+    }
+
+
+def _record(
+    session: Session, booking: Booking, *, actor_id: int | None, action: str, **data: Any
+) -> None:
+    """Audit and announce a booking's change in the current transaction."""
+    audit.record(
+        session,
+        actor_id=actor_id,
+        action=f"booking.{action}",
+        subject_type="booking",
+        subject_id=booking.id or 0,
+        data={"status": booking.status, **data},
+    )
+    events.emit(session, f"booking.{action}", booking_payload(booking) | data)
+
+
+# --- Who may see and do what ---------------------------------------------------------------
+
+
+def _manages(actor: Principal | None, facility_id: int) -> bool:
+    return actor is None or actor.manages_facility(facility_id)
+
+
+def visible_booking(session: Session, *, actor: Principal | None, booking_id: int) -> Booking:
+    """The booking if the actor may see it: its owner, the facility's managers, planners and
+    admins; anyone else gets 404, as for a missing one."""
+    booking = session.get(Booking, booking_id)
+    if booking is None:
+        raise NotFound("Booking")
+    if actor is None or actor.reads_everything or booking.user_id == actor.user_id:
+        return booking
+    if actor.manages_facility(booking.facility_id):
+        return booking
+    raise NotFound("Booking")
+
+
+def _require_manager(actor: Principal | None, booking: Booking, action: str) -> None:
+    if not _manages(actor, booking.facility_id):
+        raise PermissionDenied(f"Only a lab manager of the facility may {action} a booking.")
+
+
+def _require_owner_or_manager(actor: Principal | None, booking: Booking, action: str) -> None:
+    if (
+        actor is not None
+        and booking.user_id != actor.user_id
+        and not _manages(actor, booking.facility_id)
+    ):
+        raise PermissionDenied(f"Only the booker or a lab manager may {action} this booking.")
+
+
+def _require_status(booking: Booking, action: str) -> None:
+    if booking.status not in rules.TRANSITIONS[action]:
+        raise Conflict(
+            f"A {booking.status} booking cannot be {action.replace('_', ' ')}ed.",
+            code="wrong_status",
+        )
+
+
+def _transition(
+    session: Session, booking: Booking, action: str, to: BookingStatus, **values: Any
+) -> None:
+    """Change status with a conditional update: of two racing callers, exactly one wins."""
+    allowed = rules.TRANSITIONS[action]
+    changes = {"status": to, "version": Booking.version + 1, "updated_at": now(), **values}
+    result = session.execute(
+        sa.update(Booking)
+        .where(col(Booking.id) == booking.id, col(Booking.status).in_(list(allowed)))
+        .values(**changes)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict("The booking changed meanwhile; reload and try again.", code="wrong_status")
+    session.refresh(booking)
+
+
+# --- Requests ------------------------------------------------------------------------------
+
+
+def _week_bounds(moment: datetime, facility: Facility) -> tuple[datetime, datetime]:
+    from zoneinfo import ZoneInfo
+
+    local = moment.astimezone(ZoneInfo(facility.timezone))
+    monday = (local - timedelta(days=local.weekday())).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    return monday, monday + timedelta(days=7)
+
+
+def _held_hours(session: Session, condition: Any, start: datetime, end: datetime) -> float:
+    statuses = [*HELD_STATUSES, BookingStatus.COMPLETED]
+    rows = session.execute(
+        sa.select(col(Booking.start_at), col(Booking.end_at)).where(
+            condition,
+            col(Booking.status).in_(statuses),
+            col(Booking.start_at) < end,
+            col(Booking.end_at) > start,
+        )
+    ).all()
+    return sum((min(e, end) - max(s, start)).total_seconds() / 3600 for s, e in rows)
+
+
+def _quota_problems(
+    session: Session,
+    *,
+    instrument: Instrument,
+    facility: Facility,
+    user_id: int,
+    organisation_id: int | None,
+    start: datetime,
+    end: datetime,
+) -> list[Problem]:
+    problems = []
+    hours = (end - start).total_seconds() / 3600
+    week_start, week_end = _week_bounds(start, facility)
+    on_instrument = col(Booking.instrument_id) == instrument.id
+    if instrument.user_weekly_hours_limit is not None:
+        used = _held_hours(
+            session, on_instrument & (col(Booking.user_id) == user_id), week_start, week_end
+        )
+        if used + hours > instrument.user_weekly_hours_limit:
+            problems.append(
+                Problem(
+                    "quota_user_hours",
+                    f"You may hold {instrument.user_weekly_hours_limit} h a week on this "
+                    f"instrument; {used:g} h are booked.",
+                    "end",
+                    True,
+                )
+            )
+    if organisation_id is not None and instrument.organisation_weekly_hours_limit is not None:
+        used = _held_hours(
+            session,
+            on_instrument & (col(Booking.organisation_id) == organisation_id),
+            week_start,
+            week_end,
+        )
+        if used + hours > instrument.organisation_weekly_hours_limit:
+            problems.append(
+                Problem(
+                    "quota_organisation_hours",
+                    f"Your organisation may hold {instrument.organisation_weekly_hours_limit} h "
+                    "a week on this instrument.",
+                    "end",
+                    True,
+                )
+            )
+    if instrument.user_future_bookings_limit is not None:
+        upcoming = session.exec(
+            select(func.count())
+            .select_from(Booking)
+            .where(
+                on_instrument,
+                col(Booking.user_id) == user_id,
+                col(Booking.status).in_(list(HELD_STATUSES)),
+                col(Booking.start_at) > now(),
+            )
+        ).one()
+        if upcoming >= instrument.user_future_bookings_limit:
+            problems.append(
+                Problem(
+                    "quota_future_bookings",
+                    f"You may hold {instrument.user_future_bookings_limit} upcoming bookings "
+                    "on this instrument.",
+                    "start",
+                    True,
+                )
+            )
+    return problems
+
+
+def suspension_until(session: Session, *, user_id: int, policy: BookingPolicy) -> datetime | None:
+    """When a user's booking rights return after repeated no-shows, or None if not suspended."""
+    current = now()
+    recent = session.exec(
+        select(Booking.start_at)
+        .where(
+            Booking.user_id == user_id,
+            Booking.status == BookingStatus.NO_SHOW,
+            col(Booking.start_at) >= current - policy.no_show_window,
+        )
+        .order_by(col(Booking.start_at).desc())
+    ).all()
+    if len(recent) < policy.suspension_threshold:
+        return None
+    until = recent[0] + policy.suspension
+    return until if until > current else None
+
+
+def _overlaps(
+    session: Session, instrument_id: int, start: datetime, until: datetime
+) -> list[Booking]:
+    return list(
+        session.exec(
+            select(Booking)
+            .where(
+                Booking.instrument_id == instrument_id,
+                col(Booking.status).in_(list(HELD_STATUSES)),
+                col(Booking.start_at) < until,
+                col(Booking.held_until) > start,
+            )
+            .order_by(col(Booking.start_at))
+        ).all()
+    )
+
+
+def _overlap_problems(found: Sequence[Booking]) -> list[Problem]:
+    # The interval, never who holds it: other researchers' bookings are private.
+    return [
+        Problem(
+            "overlap",
+            f"The instrument is booked from {b.start_at.isoformat()} "
+            f"to {b.held_until.isoformat()}.",
+            "start",
+        )
+        for b in found
+    ]
+
+
+def _insert(session: Session, booking: Booking) -> Booking:
+    """Insert a held booking; the database refuses an overlap (409), whatever raced us."""
+    if session.get_bind().dialect.name == "postgresql":
+        values = booking.model_dump(exclude={"id"})
+        values["overrides"] = list(booking.overrides)
+        inserted = session.execute(
+            pg_insert(Booking).values(**values).on_conflict_do_nothing().returning(col(Booking.id))
+        ).scalar()
+        if inserted is None:
+            found = _overlaps(session, booking.instrument_id, booking.start_at, booking.held_until)
+            raise Conflict(
+                "The time is already booked.", code="overlap", problems=_overlap_problems(found)
+            )
+        created = session.get(Booking, inserted)
+        assert created is not None
+        return created
+    session.add(booking)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        if "overlap" not in str(exc.orig):
+            raise
+        found = _overlaps(session, booking.instrument_id, booking.start_at, booking.held_until)
+        raise Conflict(
+            "The time is already booked.", code="overlap", problems=_overlap_problems(found)
+        ) from exc
+    return booking
+
+
+@dataclass(frozen=True)
+class _Checked:
+    instrument: Instrument
+    facility: Facility
+    user: User
+    status: BookingStatus
+    overridden: list[str]
+
+
+def _check_request(
+    session: Session,
+    *,
+    actor: Principal | None,
+    instrument_id: int,
+    user_id: int,
+    start: datetime,
+    end: datetime,
+    operated_by: OperatedBy,
+    override: Sequence[str],
+    policy: BookingPolicy,
+    ignore_booking_id: int | None = None,
+) -> _Checked:
+    instrument, facility = catalogue.instrument_with_facility(session, instrument_id)
+    if instrument.status != InstrumentStatus.ACTIVE or not facility.is_active:
+        raise Conflict(
+            f"The instrument is {instrument.status} and cannot be booked.", code="not_bookable"
+        )
+    user = session.get(User, user_id)
+    if user is None or not user.is_active:
+        raise RuleViolation([Problem("unknown_user", "No such active user.", "user_id")])
+    manager = actor is None or actor.manages_facility(facility.id or 0)
+    if override and not manager:
+        raise PermissionDenied("Only a lab manager of the facility may override booking rules.")
+    if start.tzinfo is None or end.tzinfo is None:
+        raise RuleViolation([Problem("naive_time", "Times need an offset.", "start")])
+
+    problems: list[Problem] = []
+    if operated_by is OperatedBy.SELF and instrument.operation_mode == OperationMode.STAFF_OPERATED:
+        problems.append(
+            Problem(
+                "staff_only", "Only the facility's staff operate this instrument.", "operated_by"
+            )
+        )
+    if operated_by is OperatedBy.STAFF and instrument.operation_mode == OperationMode.SELF_OPERATED:
+        problems.append(
+            Problem("self_only", "This instrument is operated by its users.", "operated_by")
+        )
+    qualified = (
+        not instrument.requires_qualification
+        or instruments.valid_qualification(session, user_id=user_id, instrument_id=instrument_id)
+        is not None
+    )
+    if operated_by is OperatedBy.SELF and not qualified and not problems:
+        raise PermissionDenied(
+            "Operating this instrument yourself needs a valid qualification (training). "
+            "Ask the facility, or request staff operation.",
+            code="not_qualified",
+        )
+    calendar = catalogue.load_calendars(
+        session,
+        instrument_ids=[instrument_id],
+        start=start - timedelta(days=1),
+        end=end + timedelta(days=1),
+    )[instrument_id]
+    booking_rules = rules.InstrumentBookingRules(
+        slot_minutes=instrument.slot_minutes,
+        min_duration_minutes=instrument.min_duration_minutes,
+        max_duration_minutes=instrument.max_duration_minutes,
+        max_advance_days=instrument.max_advance_days,
+        min_notice_minutes=instrument.min_notice_minutes,
+        buffer_minutes=instrument.buffer_minutes,
+        unattended_runs_allowed=instrument.unattended_runs_allowed,
+        zone=calendar.facility.zone,
+    )
+    problems += rules.request_problems(
+        start=start,
+        end=end,
+        now=now(),
+        rules=booking_rules,
+        open_intervals=calendar.open_intervals(start - timedelta(days=1), end + timedelta(days=1)),
+        outages=calendar.outages,
+    )
+    if not any(p.code == "end_not_after_start" for p in problems):
+        problems += _quota_problems(
+            session,
+            instrument=instrument,
+            facility=facility,
+            user_id=user_id,
+            organisation_id=user.organisation_id,
+            start=start,
+            end=end,
+        )
+        until = suspension_until(session, user_id=user_id, policy=policy)
+        if until is not None:
+            problems.append(
+                Problem(
+                    "suspended",
+                    "Booking rights are suspended after repeated no-shows "
+                    f"until {until.isoformat()}.",
+                    "user_id",
+                    True,
+                )
+            )
+    overridden = [p.code for p in problems if p.overridable and p.code in override]
+    problems = [p for p in problems if not (p.overridable and p.code in override)]
+    unknown = [code for code in override if code not in overridden]
+    if unknown:
+        problems.append(
+            Problem("unknown_override", f"Nothing to override: {', '.join(unknown)}.", "override")
+        )
+    overlapping = []
+    if end > start:
+        overlapping = [
+            b
+            for b in _overlaps(
+                session, instrument_id, start, rules.held_until(end, instrument.buffer_minutes)
+            )
+            if b.id != ignore_booking_id
+        ]
+    if problems:
+        raise RuleViolation(problems + _overlap_problems(overlapping))
+    if overlapping:
+        raise Conflict(
+            "The time is already booked.", code="overlap", problems=_overlap_problems(overlapping)
+        )
+
+    automatic = instrument.approval_mode == ApprovalMode.AUTOMATIC_FOR_QUALIFIED
+    confirmed = manager or (automatic and operated_by is OperatedBy.SELF and qualified)
+    status = BookingStatus.CONFIRMED if confirmed else BookingStatus.PENDING
+    return _Checked(instrument, facility, user, status, overridden)
+
+
+def _check_rate(session: Session, *, user_id: int, policy: BookingPolicy) -> None:
+    since = now() - timedelta(minutes=1)
+    made = session.exec(
+        select(func.count())
+        .select_from(Booking)
+        .where(Booking.created_by_id == user_id, col(Booking.created_at) >= since)
+    ).one()
+    if made >= policy.creations_per_minute:
+        raise Throttled(
+            "Too many booking requests; wait a minute.", retry_after_s=60, code="booking_rate"
+        )
+
+
+def create_booking(
+    session: Session, *, actor: Principal | None, data: BookingCreate, policy: BookingPolicy
+) -> Booking:
+    """Request a booking; confirmed at once where the instrument allows it, else pending."""
+    user_id = data.user_id if data.user_id is not None else (actor.user_id if actor else None)
+    if user_id is None:
+        raise RuleViolation([Problem("required", "Name the user to book for.", "user_id")])
+    if actor is not None and user_id != actor.user_id:
+        facility_id = catalogue.instrument_with_facility(session, data.instrument_id)[1].id or 0
+        if not actor.manages_facility(facility_id):
+            raise PermissionDenied("Only a lab manager of the facility books for other users.")
+    if actor is not None and not actor.managed_facility_ids and not actor.is_admin:
+        _check_rate(session, user_id=actor.user_id, policy=policy)
+    checked = _check_request(
+        session,
+        actor=actor,
+        instrument_id=data.instrument_id,
+        user_id=user_id,
+        start=data.start,
+        end=data.end,
+        operated_by=data.operated_by,
+        override=data.override,
+        policy=policy,
+    )
+    current = now()
+    booking = Booking(
+        instrument_id=data.instrument_id,
+        facility_id=checked.facility.id or 0,
+        user_id=user_id,
+        organisation_id=checked.user.organisation_id,
+        start_at=data.start,
+        end_at=data.end,
+        held_until=rules.held_until(data.end, checked.instrument.buffer_minutes),
+        status=checked.status,
+        operated_by=data.operated_by,
+        purpose=data.purpose,
+        charge_account=data.charge_account,
+        sample_count=data.sample_count,
+        overrides=checked.overridden,
+        expires_at=min(current + policy.pending_ttl, data.start)
+        if checked.status is BookingStatus.PENDING
+        else None,
+        created_by_id=actor.user_id if actor else None,
+        created_at=current,
+        updated_at=current,
+    )
+    booking = _insert(session, booking)
+    action = "confirmed" if booking.status is BookingStatus.CONFIRMED else "requested"
+    _record(
+        session,
+        booking,
+        actor_id=booking.created_by_id,
+        action=action,
+        overrides=checked.overridden,
+    )
+    return booking
+
+
+# --- Decisions and changes -----------------------------------------------------------------
+
+
+def approve(session: Session, *, actor: Principal | None, booking_id: int) -> Booking:
+    booking = visible_booking(session, actor=actor, booking_id=booking_id)
+    _require_manager(actor, booking, "approve")
+    _require_status(booking, "approve")
+    _transition(
+        session,
+        booking,
+        "approve",
+        BookingStatus.CONFIRMED,
+        decided_by_id=actor.user_id if actor else None,
+        decided_at=now(),
+        expires_at=None,
+    )
+    _record(session, booking, actor_id=actor.user_id if actor else None, action="confirmed")
+    return booking
+
+
+def reject(session: Session, *, actor: Principal | None, booking_id: int, reason: str) -> Booking:
+    booking = visible_booking(session, actor=actor, booking_id=booking_id)
+    _require_manager(actor, booking, "reject")
+    _require_status(booking, "reject")
+    _transition(
+        session,
+        booking,
+        "reject",
+        BookingStatus.REJECTED,
+        decided_by_id=actor.user_id if actor else None,
+        decided_at=now(),
+        reason=reason,
+    )
+    _record(
+        session,
+        booking,
+        actor_id=actor.user_id if actor else None,
+        action="rejected",
+        reason=reason,
+    )
+    return booking
+
+
+def cancel(
+    session: Session, *, actor: Principal | None, booking_id: int, reason: str = ""
+) -> Booking:
+    """Cancel: free before the instrument's deadline, a late cancellation after it."""
+    booking = visible_booking(session, actor=actor, booking_id=booking_id)
+    _require_owner_or_manager(actor, booking, "cancel")
+    by_manager = actor is not None and booking.user_id != actor.user_id
+    if by_manager and not reason.strip():
+        raise RuleViolation(
+            [Problem("required", "Say why you cancel someone's booking.", "reason")]
+        )
+    _require_status(booking, "cancel")
+    instrument = session.get(Instrument, booking.instrument_id)
+    assert instrument is not None
+    late = (
+        not by_manager
+        and booking.status is BookingStatus.CONFIRMED
+        and rules.is_late_cancellation(
+            now(), booking.start_at, instrument.cancellation_deadline_hours
+        )
+    )
+    _transition(
+        session, booking, "cancel", BookingStatus.CANCELLED, reason=reason, late_cancellation=late
+    )
+    _record(
+        session,
+        booking,
+        actor_id=actor.user_id if actor else None,
+        action="cancelled",
+        reason=reason,
+        late=late,
+    )
+    return booking
+
+
+def move(
+    session: Session,
+    *,
+    actor: Principal | None,
+    booking_id: int,
+    start: datetime,
+    end: datetime,
+    override: Sequence[str],
+    policy: BookingPolicy,
+) -> Booking:
+    """Move or resize: the old booking is cancelled and replaced in one transaction, so the
+    booker never ends up with neither slot; a move is not a cancellation in any metric."""
+    old = visible_booking(session, actor=actor, booking_id=booking_id)
+    _require_owner_or_manager(actor, old, "move")
+    _require_status(old, "move")
+    checked = _check_request(
+        session,
+        actor=actor,
+        instrument_id=old.instrument_id,
+        user_id=old.user_id,
+        start=start,
+        end=end,
+        operated_by=OperatedBy(old.operated_by),
+        override=override,
+        policy=policy,
+        ignore_booking_id=old.id,
+    )
+    _transition(session, old, "move", BookingStatus.CANCELLED, reason="moved")
+    current = now()
+    new = Booking(
+        **old.model_dump(
+            exclude={
+                "id",
+                "start_at",
+                "end_at",
+                "held_until",
+                "status",
+                "version",
+                "overrides",
+                "expires_at",
+                "replaced_by_id",
+                "created_at",
+                "updated_at",
+                "reason",
+                "late_cancellation",
+                "decided_by_id",
+                "decided_at",
+            }
+        ),
+        start_at=start,
+        end_at=end,
+        held_until=rules.held_until(end, checked.instrument.buffer_minutes),
+        status=checked.status
+        if old.status is BookingStatus.PENDING
+        else BookingStatus.CONFIRMED
+        if checked.status is BookingStatus.CONFIRMED or old.status is BookingStatus.CONFIRMED
+        else BookingStatus.PENDING,
+        version=old.version + 1,
+        overrides=checked.overridden,
+        expires_at=min(current + policy.pending_ttl, start)
+        if checked.status is BookingStatus.PENDING
+        else None,
+        created_at=current,
+        updated_at=current,
+    )
+    new = _insert(session, new)
+    session.execute(
+        sa.update(Booking)
+        .where(col(Booking.id) == old.id)
+        .values(replaced_by_id=new.id)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(old)
+    _record(
+        session,
+        new,
+        actor_id=actor.user_id if actor else None,
+        action="rescheduled",
+        replaces_booking_id=old.id,
+    )
+    return new
+
+
+def hand_over(
+    session: Session, *, actor: Principal | None, booking_id: int, to_user_id: int
+) -> Booking:
+    """Give a booking to a colleague of the same organisation (qualified, if self-operated)."""
+    booking = visible_booking(session, actor=actor, booking_id=booking_id)
+    _require_owner_or_manager(actor, booking, "hand over")
+    _require_status(booking, "hand_over")
+    colleague = session.get(User, to_user_id)
+    if (
+        colleague is None
+        or not colleague.is_active
+        or colleague.organisation_id != booking.organisation_id
+    ):
+        raise RuleViolation(
+            [
+                Problem(
+                    "not_colleague",
+                    "Hand a booking only to an active colleague of the same organisation.",
+                    "user_id",
+                )
+            ]
+        )
+    instrument = session.get(Instrument, booking.instrument_id)
+    assert instrument is not None
+    if (
+        booking.operated_by == OperatedBy.SELF
+        and instrument.requires_qualification
+        and instruments.valid_qualification(
+            session, user_id=to_user_id, instrument_id=booking.instrument_id
+        )
+        is None
+    ):
+        raise RuleViolation(
+            [
+                Problem(
+                    "not_qualified", "The colleague is not qualified on this instrument.", "user_id"
+                )
+            ]
+        )
+    previous = booking.user_id
+    _transition(session, booking, "hand_over", BookingStatus(booking.status), user_id=to_user_id)
+    _record(
+        session,
+        booking,
+        actor_id=actor.user_id if actor else None,
+        action="handed_over",
+        from_user_id=previous,
+    )
+    return booking
+
+
+def check_in(
+    session: Session, *, actor: Principal | None, booking_id: int, policy: BookingPolicy
+) -> Booking:
+    """Start using the instrument: from the grace window before the start until the end."""
+    booking = visible_booking(session, actor=actor, booking_id=booking_id)
+    _require_owner_or_manager(actor, booking, "check in")
+    _require_status(booking, "check_in")
+    current = now()
+    if current < booking.start_at - policy.grace:
+        raise Conflict(
+            f"Check-in opens {int(policy.grace.total_seconds() // 60)} minutes before the start.",
+            code="too_early",
+        )
+    if current >= booking.end_at:
+        raise Conflict("The booking is over.", code="too_late")
+    if current < booking.start_at:
+        busy = session.exec(
+            select(Booking.id).where(
+                Booking.instrument_id == booking.instrument_id,
+                Booking.status == BookingStatus.IN_USE,
+            )
+        ).first()
+        if busy is not None:
+            raise Conflict(
+                "The instrument is still in use; check in at your start time.",
+                code="instrument_busy",
+            )
+    _transition(session, booking, "check_in", BookingStatus.IN_USE, checked_in_at=current)
+    _record(session, booking, actor_id=actor.user_id if actor else None, action="checked_in")
+    return booking
+
+
+def check_out(
+    session: Session, *, actor: Principal | None, booking_id: int, samples: int | None = None
+) -> UsageRecord:
+    """Finish: the booking completes and a usage record keeps what actually happened."""
+    booking = visible_booking(session, actor=actor, booking_id=booking_id)
+    _require_owner_or_manager(actor, booking, "check out")
+    _require_status(booking, "check_out")
+    current = now()
+    started = booking.checked_in_at or booking.start_at
+    _transition(session, booking, "check_out", BookingStatus.COMPLETED)
+    usage = UsageRecord(
+        booking_id=booking.id,
+        instrument_id=booking.instrument_id,
+        user_id=booking.user_id,
+        organisation_id=booking.organisation_id,
+        operator_id=(actor.user_id if actor else None)
+        if booking.operated_by == OperatedBy.STAFF
+        else booking.user_id,
+        started_at=started,
+        ended_at=max(current, started + timedelta(minutes=1)),
+        samples=samples if samples is not None else booking.sample_count,
+    )
+    session.add(usage)
+    session.flush()
+    _record(
+        session,
+        booking,
+        actor_id=actor.user_id if actor else None,
+        action="completed",
+        usage_record_id=usage.id,
+    )
+    return usage
+
+
+# --- Scheduled transitions (the worker) ----------------------------------------------------
+
+
+def _due(session: Session, query: Any) -> list[int]:
+    """Ids of due bookings; on PostgreSQL rows another worker holds are skipped, not waited on."""
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(session.execute(query).scalars().all())
+
+
+def expire_pending(session: Session, *, limit: int = 500) -> int:
+    """Pending requests nobody answered in time expire (each exactly once)."""
+    ids = _due(
+        session,
+        sa.select(col(Booking.id))
+        .where(col(Booking.status) == BookingStatus.PENDING, col(Booking.expires_at) <= now())
+        .limit(limit),
+    )
+    done = 0
+    for booking_id in ids:
+        booking = session.get(Booking, booking_id)
+        assert booking is not None
+        try:
+            _transition(
+                session, booking, "expire", BookingStatus.EXPIRED, reason="No answer in time."
+            )
+        except DomainError:
+            continue  # another worker got there first
+        _record(session, booking, actor_id=None, action="expired")
+        done += 1
+    return done
+
+
+def mark_no_shows(session: Session, *, policy: BookingPolicy, limit: int = 500) -> int:
+    """Confirmed bookings nobody checked in to by start + grace become no-shows (exactly once)."""
+    ids = _due(
+        session,
+        sa.select(col(Booking.id))
+        .where(
+            col(Booking.status) == BookingStatus.CONFIRMED,
+            col(Booking.start_at) <= now() - policy.grace,
+        )
+        .limit(limit),
+    )
+    done = 0
+    for booking_id in ids:
+        booking = session.get(Booking, booking_id)
+        assert booking is not None
+        try:
+            _transition(session, booking, "no_show", BookingStatus.NO_SHOW)
+        except DomainError:
+            continue
+        _record(session, booking, actor_id=None, action="no_show")
+        done += 1
+    return done
+
+
+# --- Usage records -------------------------------------------------------------------------
+
+
+def record_walk_in(
+    session: Session, *, actor: Principal | None, data: UsageRecordCreate
+) -> UsageRecord:
+    """A use without a booking, recorded by a lab manager of the facility."""
+    instrument = instruments.managed_instrument(
+        session, actor=actor, instrument_id=data.instrument_id, action="record use"
+    )
+    user = session.get(User, data.user_id)
+    problems = []
+    if user is None:
+        problems.append(Problem("unknown_user", "No such user.", "user_id"))
+    if data.ended_at <= data.started_at:
+        problems.append(
+            Problem("end_not_after_start", "The use must end after it starts.", "ended_at")
+        )
+    if data.ended_at > now() + timedelta(minutes=5):
+        problems.append(Problem("in_future", "Record a use once it has happened.", "ended_at"))
+    if problems:
+        raise RuleViolation(problems)
+    assert user is not None
+    usage = UsageRecord(
+        instrument_id=instrument.id or 0,
+        user_id=data.user_id,
+        organisation_id=user.organisation_id,
+        operator_id=actor.user_id if actor else None,
+        started_at=data.started_at,
+        ended_at=data.ended_at,
+        samples=data.samples,
+        kind=data.kind,
+        note=data.note,
+    )
+    session.add(usage)
+    session.flush()
+    audit.record(
+        session,
+        actor_id=actor.user_id if actor else None,
+        action="usage.recorded",
+        subject_type="usage_record",
+        subject_id=usage.id or 0,
+        data={"instrument_id": usage.instrument_id, "user_id": usage.user_id, "kind": usage.kind},
+    )
+    return usage
+
+
+def correct_usage(
+    session: Session, *, actor: Principal | None, usage_id: int, data: UsageRecordCorrection
+) -> UsageRecord:
+    """A lab manager corrects what was recorded; the audit log keeps the values before."""
+    usage = session.get(UsageRecord, usage_id)
+    if actor is not None and not actor.has_role(Role.LAB_MANAGER, Role.ADMIN):
+        raise PermissionDenied("Only a lab manager of the facility may correct usage records.")
+    if usage is None:
+        raise NotFound("Usage record")
+    instruments.managed_instrument(
+        session, actor=actor, instrument_id=usage.instrument_id, action="correct usage"
+    )
+    before = {
+        "started_at": usage.started_at.isoformat(),
+        "ended_at": usage.ended_at.isoformat(),
+        "samples": usage.samples,
+    }
+    started = data.started_at or usage.started_at
+    ended = data.ended_at or usage.ended_at
+    if ended <= started:
+        raise RuleViolation(
+            [Problem("end_not_after_start", "The use must end after it starts.", "ended_at")]
+        )
+    usage.started_at, usage.ended_at = started, ended
+    if data.samples is not None:
+        usage.samples = data.samples
+    usage.note = data.note
+    usage.corrected_by_id = actor.user_id if actor else None
+    usage.corrected_at = now()
+    session.add(usage)
+    session.flush()
+    audit.record(
+        session,
+        actor_id=usage.corrected_by_id,
+        action="usage.corrected",
+        subject_type="usage_record",
+        subject_id=usage_id,
+        data={"before": before, "note": data.note},
+    )
+    return usage
