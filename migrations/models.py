@@ -1,8 +1,20 @@
 """Every table module, imported so that autogenerate sees the whole schema."""
 
+import importlib
 from typing import Any
 
-import instruments.models  # noqa: F401
+# Each module registers its tables on SQLModel.metadata when imported.
+TABLE_MODULES = (
+    "core.accounts.models",
+    "core.auth.models",
+    "core.audit",
+    "core.events",
+    "core.platform",
+    "instruments.models",
+    "booking.models",
+)
+for module in TABLE_MODULES:
+    importlib.import_module(module)
 
 # Indexes a migration adds for one engine only; autogenerate leaves them alone.
 DIALECT_SPECIFIC_INDEXES = frozenset({"ix_instrument_search_text_trgm"})
