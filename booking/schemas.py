@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from booking.rules import BookingStatus, OperatedBy
 from core.accounts.schemas import StrictModel
+from core.types import UTCDateTimeIn
 
 
 class BookingCreate(StrictModel):
     instrument_id: int
-    start: AwareDatetime
-    end: AwareDatetime
+    start: UTCDateTimeIn
+    end: UTCDateTimeIn
     purpose: str = Field(default="", max_length=1000)
     charge_account: str = Field(default="", max_length=200, description="经费卡 or payer")
     operated_by: OperatedBy = OperatedBy.SELF
@@ -28,8 +29,8 @@ class BookingCreate(StrictModel):
 
 
 class BookingMove(StrictModel):
-    start: AwareDatetime
-    end: AwareDatetime
+    start: UTCDateTimeIn
+    end: UTCDateTimeIn
     override: list[str] = Field(default_factory=list)
 
 
@@ -75,16 +76,16 @@ class BookingRead(BaseModel):
 class UsageRecordCreate(StrictModel):
     instrument_id: int
     user_id: int
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    started_at: UTCDateTimeIn
+    ended_at: UTCDateTimeIn
     samples: int | None = Field(default=None, ge=0, le=100_000)
     kind: str = Field(default="use", pattern="^(use|training|maintenance)$")
     note: str = Field(default="", max_length=1000)
 
 
 class UsageRecordCorrection(StrictModel):
-    started_at: AwareDatetime | None = None
-    ended_at: AwareDatetime | None = None
+    started_at: UTCDateTimeIn | None = None
+    ended_at: UTCDateTimeIn | None = None
     samples: int | None = Field(default=None, ge=0, le=100_000)
     note: str = Field(min_length=1, max_length=1000, description="Why it was corrected.")
 

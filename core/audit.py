@@ -77,7 +77,7 @@ def list_entries(
     if actor_id is not None:
         query = query.where(AuditEntry.actor_id == actor_id)
     if action:
-        query = query.where(col(AuditEntry.action).startswith(action))
+        query = query.where(col(AuditEntry.action).startswith(action, autoescape=True))
     if subject_type:
         query = query.where(AuditEntry.subject_type == subject_type)
     if subject_id:

@@ -76,3 +76,10 @@ def raise_if(problems: list[Problem]) -> None:
     """Raise one :class:`RuleViolation` listing every problem, if there are any."""
     if problems:
         raise RuleViolation(problems)
+
+
+class ServiceUnavailable(DomainError):
+    def __init__(self, detail: str, retry_after_s: int = 1, code: str = "unavailable"):
+        super().__init__(
+            detail, code, status_code=503, headers={"Retry-After": str(max(1, retry_after_s))}
+        )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from pydantic import AwareDatetime, BaseModel, Field, HttpUrl
+from pydantic import BaseModel, Field, HttpUrl
 
 from core.accounts.schemas import StrictModel
 from core.places import Cluster
+from core.types import UTCDateTimeIn
 from instruments.rules import (
     ApprovalMode,
     Category,
@@ -328,8 +329,8 @@ class TestingServiceRead(BaseModel):
 class OutageCreate(StrictModel):
     instrument_id: int | None = Field(default=None, description="Empty: the whole facility.")
     facility_id: int | None = Field(default=None, description="Needed when no instrument is named.")
-    start_at: AwareDatetime
-    end_at: AwareDatetime
+    start_at: UTCDateTimeIn
+    end_at: UTCDateTimeIn
     kind: OutageKind
     note: str = Field(default="", max_length=1000)
 
@@ -347,7 +348,7 @@ class OutageRead(BaseModel):
 class QualificationGrant(StrictModel):
     user_id: int
     instrument_id: int
-    expires_at: AwareDatetime | None = None
+    expires_at: UTCDateTimeIn | None = None
     note: str = Field(default="", max_length=500)
 
 

@@ -17,6 +17,7 @@ from core.settings import Settings, get_settings
 from web import templating
 from web.api import accounts as accounts_api
 from web.api import auth as auth_api
+from web.api import bookings as bookings_api
 from web.api import health
 from web.api import instruments as instruments_api
 from web.errors import install_error_handlers
@@ -51,6 +52,7 @@ def _mount_static(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, as_json=settings.log_json)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(auth_api.router)
     app.include_router(accounts_api.router)
     app.include_router(instruments_api.router)
+    app.include_router(bookings_api.router)
     app.include_router(account_pages.router)
 
     @app.get("/docs", include_in_schema=False)

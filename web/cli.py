@@ -23,6 +23,7 @@ from core.errors import DomainError
 from core.settings import get_settings
 from instruments import transfer
 from web import dbschema
+from web.logging import configure_logging
 
 app = typer.Typer(
     help="labshare: shared scientific-instrument booking platform.", no_args_is_help=True
@@ -87,6 +88,27 @@ def serve(
         proxy_headers=True,
         log_config=None,
     )
+
+
+@app.command()
+def worker(
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between rounds.")] = 15.0,
+    once: Annotated[bool, typer.Option(help="Run one round and stop.")] = False,
+) -> None:
+    """Run the scheduled transitions: expire unanswered requests, mark no-shows, housekeeping."""
+    from web import worker as scheduled
+
+    settings = get_settings()
+    configure_logging(settings.log_level, as_json=settings.log_json)
+    database = _database()
+    require_current_schema(database)
+    if once:
+        for name, count in scheduled.run_once(database, settings).items():
+            console.print(f"{name}: {count}")
+    else:
+        console.print(f"labshare worker: a round every {interval:g} s (Ctrl-C stops)")
+        scheduled.run_forever(database, settings, interval_s=interval)
+    database.dispose()
 
 
 @db_app.command("upgrade")

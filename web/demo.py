@@ -15,7 +15,7 @@ from sqlmodel import Session, func, select
 
 from core import platform
 from core.accounts import service as accounts
-from core.accounts.models import User
+from core.accounts.models import Organisation, User
 from core.accounts.rules import (
     CREDIT_CODE_ALPHABET,
     OrganisationType,
@@ -161,9 +161,12 @@ def _wipe(database: Database) -> None:
         connection.exec_driver_sql("CREATE SCHEMA public")
 
 
-def _has_users(database: Database) -> bool:
+def _has_data(database: Database) -> bool:
+    """Whether anyone has put organisations or users in (a migration alone puts neither)."""
     with database.transaction(write=False) as session:
-        return bool(session.exec(select(func.count()).select_from(User)).one())
+        users = session.exec(select(func.count()).select_from(User)).one()
+        organisations = session.exec(select(func.count()).select_from(Organisation)).one()
+        return bool(users or organisations)
 
 
 def prepare(database: Database, *, reset: bool, say: Callable[[str], object] = print) -> None:
@@ -174,7 +177,7 @@ def prepare(database: Database, *, reset: bool, say: Callable[[str], object] = p
     if state.current is not None:
         with database.transaction(write=False) as session:
             marked = platform.is_demo(session)
-        if not marked and _has_users(database):
+        if not marked and _has_data(database):
             raise NotADemoDatabase(
                 f"{database.url} holds data and is not a demo database; the demo will not touch "
                 "it. Point LABSHARE_DATABASE_URL at another database."

@@ -45,6 +45,7 @@ def configure_logging(level: str = "INFO", *, as_json: bool = True) -> None:
     root.setLevel(level)
     # uvicorn's own access log would repeat ours without the request id.
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from core import audit
 from core.accounts import queries, service
@@ -25,6 +25,7 @@ from core.accounts.schemas import (
 )
 from core.errors import NotFound
 from core.places import Cluster
+from core.types import UTCDateTimeIn
 from web.api.schemas import Paginated
 from web.deps import ApiPrincipal, DbSession, Pagination
 from web.routing import TransactionalRoute
@@ -196,8 +197,8 @@ def list_audit_entries(
     action: Annotated[str | None, Query(max_length=80, description="Prefix, e.g. user.")] = None,
     subject_type: Annotated[str | None, Query(max_length=40)] = None,
     subject_id: Annotated[str | None, Query(max_length=40)] = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: UTCDateTimeIn | None = None,
+    until: UTCDateTimeIn | None = None,
 ) -> Paginated[AuditEntryRead]:
     principal.require_admin("read the audit log")
     rows, total = audit.list_entries(

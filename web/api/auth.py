@@ -7,12 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from core.accounts import service as accounts
 from core.accounts.schemas import PasswordChange, StrictModel
 from core.auth import service as auth
 from core.errors import NotAuthenticated, Throttled
+from core.types import UTCDateTimeIn
 from web.deps import ApiPrincipal, AppSettings, DbSession, bearer_token
 from web.routing import TransactionalRoute
 
@@ -27,7 +28,7 @@ class TokenResponse(BaseModel):
 
 class PersonalTokenCreate(StrictModel):
     name: str = Field(min_length=1, max_length=100)
-    expires_at: AwareDatetime | None = None
+    expires_at: UTCDateTimeIn | None = None
 
 
 class PersonalTokenRead(BaseModel):

@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from core.accounts.rules import Role
 from core.accounts.schemas import RoleRead, StrictModel
 from core.auth.principal import Principal
 from core.errors import NotAuthenticated, NotFound
 from core.places import Cluster
+from core.types import UTCDateTimeIn
 from instruments import queries, rules, service
 from instruments.models import Facility, Instrument, OpeningSpan, Qualification, TestingService
 from instruments.queries import InstrumentSearch, SearchSort
@@ -180,8 +181,8 @@ def get_instrument(
 @router.get("/instruments/{instrument_id}/open-intervals", response_model=OpenIntervals)
 def open_intervals(
     instrument_id: int,
-    start: AwareDatetime,
-    end: AwareDatetime,
+    start: UTCDateTimeIn,
+    end: UTCDateTimeIn,
     request: Request,
     principal: OptionalApiPrincipal,
     session: DbSession,
@@ -410,8 +411,8 @@ def list_outages(
     page: Pagination,
     instrument_id: int | None = None,
     facility_id: int | None = None,
-    start: AwareDatetime | None = None,
-    end: AwareDatetime | None = None,
+    start: UTCDateTimeIn | None = None,
+    end: UTCDateTimeIn | None = None,
 ) -> Paginated[OutageRead]:
     """Outages overlapping the period (an instrument's include its facility's)."""
     catalogue_reader(principal, request)

@@ -1,0 +1,435 @@
+"""The booking API: request, decide, change, use; free time; usage records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlmodel import col, select
+
+from booking import queries, service
+from booking.models import Booking, IdempotencyRecord
+from booking.rules import BookingStatus
+from booking.schemas import (
+    Availability,
+    BookingCreate,
+    BookingMove,
+    BookingRead,
+    CheckOut,
+    FreeInstrument,
+    FreeInterval,
+    HandOver,
+    OptionalReason,
+    Reason,
+    UsageRecordCorrection,
+    UsageRecordCreate,
+    UsageRecordRead,
+)
+from booking.service import BookingPolicy
+from core.accounts.schemas import StrictModel
+from core.clock import now
+from core.errors import Conflict, DomainError, NotFound, Problem, RuleViolation
+from core.places import Cluster
+from core.types import UTCDateTimeIn
+from instruments import queries as catalogue
+from instruments.queries import InstrumentSearch
+from instruments.rules import Category, OperationMode
+from web.api.schemas import Paginated
+from web.deps import ApiPrincipal, AppSettings, DbSession, OptionalApiPrincipal, Pagination
+from web.retry import commit_with_retries
+from web.routing import TransactionalRoute
+
+router = APIRouter(prefix="/api/v1", tags=["bookings"], route_class=TransactionalRoute)
+
+
+def booking_read(booking: Booking) -> BookingRead:
+    return BookingRead(
+        **booking.model_dump(exclude={"start_at", "end_at"}),
+        start=booking.start_at,
+        end=booking.end_at,
+    )
+
+
+def policy_of(settings: AppSettings) -> BookingPolicy:
+    return BookingPolicy.from_settings(settings)
+
+
+def _request_hash(data: BookingCreate) -> str:
+    canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@router.post("/bookings", response_model=BookingRead, status_code=status.HTTP_201_CREATED)
+def create_booking(
+    data: BookingCreate,
+    principal: ApiPrincipal,
+    session: DbSession,
+    settings: AppSettings,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=200, description="Retries with the same key get the first answer."),
+    ] = None,
+) -> Any:
+    """Request a booking: 201 with `confirmed` or `pending`; 409 if the time is taken; 422 with
+    every broken rule; 403 for a self-operated booking without a valid qualification."""
+    request_hash = _request_hash(data)
+    if idempotency_key:
+        earlier = session.exec(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.user_id == principal.user_id,
+                IdempotencyRecord.key == idempotency_key,
+            )
+        ).first()
+        if earlier is not None:
+            if earlier.request_hash != request_hash:
+                raise RuleViolation(
+                    [
+                        Problem(
+                            "idempotency_key_reused",
+                            "This Idempotency-Key was used for another request.",
+                            "Idempotency-Key",
+                        )
+                    ]
+                )
+            return JSONResponse(earlier.response, status_code=earlier.status_code)
+
+    def work() -> BookingRead:
+        booking = service.create_booking(
+            session, actor=principal, data=data, policy=policy_of(settings)
+        )
+        answer = booking_read(booking)
+        if idempotency_key:
+            session.add(
+                IdempotencyRecord(
+                    user_id=principal.user_id,
+                    key=idempotency_key,
+                    request_hash=request_hash,
+                    status_code=201,
+                    response=answer.model_dump(mode="json"),
+                )
+            )
+            session.flush()
+        return answer
+
+    return commit_with_retries(session, work)
+
+
+class BookingList(Paginated[BookingRead]):
+    pass
+
+
+@router.get("/bookings", response_model=BookingList)
+def list_bookings(
+    principal: ApiPrincipal,
+    session: DbSession,
+    page: Pagination,
+    instrument_id: int | None = None,
+    facility_id: int | None = None,
+    user_id: int | None = None,
+    status: BookingStatus | None = None,
+    start: UTCDateTimeIn | None = None,
+    end: UTCDateTimeIn | None = None,
+    queue: Annotated[bool, Query(description="The pending requests you may decide.")] = False,
+    mine: Annotated[bool, Query(description="Only your own bookings.")] = False,
+) -> BookingList:
+    """Your bookings; a lab manager also sees its facilities'; planners and admins all."""
+    filters = queries.BookingFilter(
+        instrument_id=instrument_id,
+        facility_id=facility_id,
+        user_id=principal.user_id if mine else user_id,
+        status=status,
+        start=start,
+        end=end,
+        pending_queue=queue,
+    )
+    rows, total = queries.list_bookings(
+        session, actor=principal, filters=filters, offset=page.offset, limit=page.page_size
+    )
+    return BookingList(items=[booking_read(b) for b in rows], total=total)
+
+
+@router.get("/bookings/{booking_id}", response_model=BookingRead)
+def get_booking(booking_id: int, principal: ApiPrincipal, session: DbSession) -> BookingRead:
+    return booking_read(service.visible_booking(session, actor=principal, booking_id=booking_id))
+
+
+@router.post("/bookings/{booking_id}/approve", response_model=BookingRead)
+def approve(
+    booking_id: int, principal: ApiPrincipal, session: DbSession, body: StrictModel | None = None
+) -> BookingRead:
+    return booking_read(service.approve(session, actor=principal, booking_id=booking_id))
+
+
+@router.post("/bookings/{booking_id}/reject", response_model=BookingRead)
+def reject(
+    booking_id: int, data: Reason, principal: ApiPrincipal, session: DbSession
+) -> BookingRead:
+    return booking_read(
+        service.reject(session, actor=principal, booking_id=booking_id, reason=data.reason)
+    )
+
+
+@router.post("/bookings/{booking_id}/cancel", response_model=BookingRead)
+def cancel(
+    booking_id: int, principal: ApiPrincipal, session: DbSession, data: OptionalReason | None = None
+) -> BookingRead:
+    return booking_read(
+        service.cancel(
+            session, actor=principal, booking_id=booking_id, reason=data.reason if data else ""
+        )
+    )
+
+
+@router.post("/bookings/{booking_id}/move", response_model=BookingRead, status_code=201)
+def move(
+    booking_id: int,
+    data: BookingMove,
+    principal: ApiPrincipal,
+    session: DbSession,
+    settings: AppSettings,
+) -> BookingRead:
+    """Move or resize: the old booking is cancelled and replaced in one transaction."""
+    return commit_with_retries(
+        session,
+        lambda: booking_read(
+            service.move(
+                session,
+                actor=principal,
+                booking_id=booking_id,
+                start=data.start,
+                end=data.end,
+                override=data.override,
+                policy=policy_of(settings),
+            )
+        ),
+    )
+
+
+@router.post("/bookings/{booking_id}/hand-over", response_model=BookingRead)
+def hand_over(
+    booking_id: int, data: HandOver, principal: ApiPrincipal, session: DbSession
+) -> BookingRead:
+    return booking_read(
+        service.hand_over(session, actor=principal, booking_id=booking_id, to_user_id=data.user_id)
+    )
+
+
+@router.post("/bookings/{booking_id}/check-in", response_model=BookingRead)
+def check_in(
+    booking_id: int, principal: ApiPrincipal, session: DbSession, settings: AppSettings
+) -> BookingRead:
+    return booking_read(
+        service.check_in(
+            session, actor=principal, booking_id=booking_id, policy=policy_of(settings)
+        )
+    )
+
+
+@router.post("/bookings/{booking_id}/check-out", response_model=UsageRecordRead)
+def check_out(
+    booking_id: int, principal: ApiPrincipal, session: DbSession, data: CheckOut | None = None
+) -> UsageRecordRead:
+    usage = service.check_out(
+        session, actor=principal, booking_id=booking_id, samples=data.samples if data else None
+    )
+    return UsageRecordRead.model_validate(usage, from_attributes=True)
+
+
+@router.post("/instruments/{instrument_id}/check-in", response_model=BookingRead)
+def check_in_at_instrument(
+    instrument_id: int, principal: ApiPrincipal, session: DbSession, settings: AppSettings
+) -> BookingRead:
+    """What the instrument's QR code opens: check in to your booking on it that is due now."""
+    policy = policy_of(settings)
+    current = now()
+    booking = session.exec(
+        select(Booking)
+        .where(
+            Booking.instrument_id == instrument_id,
+            Booking.user_id == principal.user_id,
+            Booking.status == BookingStatus.CONFIRMED,
+            col(Booking.start_at) <= current + policy.grace,
+            col(Booking.end_at) > current,
+        )
+        .order_by(col(Booking.start_at))
+    ).first()
+    if booking is None:
+        raise Conflict(
+            "You have no booking on this instrument to check in to now.", code="no_booking_now"
+        )
+    return booking_read(
+        service.check_in(session, actor=principal, booking_id=booking.id or 0, policy=policy)
+    )
+
+
+class BulkDecision(StrictModel):
+    ids: list[int] = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=1000, description="Required to reject.")
+
+
+class BulkResult(BaseModel):
+    id: int
+    ok: bool
+    status: BookingStatus | None = None
+    code: str | None = None
+    detail: str | None = None
+
+
+def _bulk(session: DbSession, ids: list[int], decide: Any) -> list[BulkResult]:
+    results = []
+    for booking_id in dict.fromkeys(ids):
+        try:
+            with session.begin_nested():
+                booking = decide(booking_id)
+            results.append(BulkResult(id=booking_id, ok=True, status=booking.status))
+        except DomainError as exc:
+            results.append(BulkResult(id=booking_id, ok=False, code=exc.code, detail=exc.detail))
+    return results
+
+
+@router.post("/bookings/approve", response_model=list[BulkResult])
+def bulk_approve(
+    data: BulkDecision, principal: ApiPrincipal, session: DbSession
+) -> list[BulkResult]:
+    """Approve several pending requests; each succeeds or fails on its own."""
+    return _bulk(
+        session, data.ids, lambda i: service.approve(session, actor=principal, booking_id=i)
+    )
+
+
+@router.post("/bookings/reject", response_model=list[BulkResult])
+def bulk_reject(
+    data: BulkDecision, principal: ApiPrincipal, session: DbSession
+) -> list[BulkResult]:
+    if not data.reason.strip():
+        raise RuleViolation([Problem("required", "Say why the requests are rejected.", "reason")])
+    return _bulk(
+        session,
+        data.ids,
+        lambda i: service.reject(session, actor=principal, booking_id=i, reason=data.reason),
+    )
+
+
+# --- Free time -----------------------------------------------------------------------------
+
+
+@router.get("/instruments/{instrument_id}/availability", response_model=Availability)
+def availability(
+    instrument_id: int,
+    start: UTCDateTimeIn,
+    end: UTCDateTimeIn,
+    request: Request,
+    principal: OptionalApiPrincipal,
+    session: DbSession,
+    min_minutes: Annotated[int, Query(ge=0, le=24 * 60 * 31)] = 0,
+) -> Availability:
+    """Free, bookable intervals (open time − booked time, on the instrument's slots)."""
+    if principal is None and not request.app.state.settings.catalogue_public:
+        raise NotFound("Instrument")
+    catalogue.instrument_with_facility(session, instrument_id)
+    free = queries.availability(
+        session, instrument_id=instrument_id, start=start, end=end, min_minutes=min_minutes
+    )
+    return Availability(free=[FreeInterval(start=s, end=e) for s, e in free])
+
+
+@router.get("/availability", response_model=list[FreeInstrument])
+def find_free_instruments(
+    request: Request,
+    principal: OptionalApiPrincipal,
+    session: DbSession,
+    start: UTCDateTimeIn,
+    end: UTCDateTimeIn,
+    min_minutes: Annotated[int, Query(ge=1, le=24 * 60 * 31)] = 60,
+    q: Annotated[str | None, Query(max_length=100)] = None,
+    category: Category | None = None,
+    cluster: Cluster | None = None,
+    district: str | None = None,
+    facility_id: int | None = None,
+    operation_mode: OperationMode | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[FreeInstrument]:
+    """Which instruments are free for at least `min_minutes` between `start` and `end`
+    ("which X-ray diffractometers are free next Tuesday afternoon")."""
+    if principal is None and not request.app.state.settings.catalogue_public:
+        raise NotFound("Instrument")
+    queries._check_window(start, end)
+    matches, _ = catalogue.search_instruments(
+        session,
+        InstrumentSearch(
+            q=q,
+            category=category,
+            cluster=cluster,
+            district=district,
+            facility_id=facility_id,
+            operation_mode=operation_mode,
+        ),
+        limit=500,
+    )
+    free = queries.free_time(
+        session,
+        instrument_ids=[m["id"] for m in matches],
+        start=start,
+        end=end,
+        min_minutes=min_minutes,
+    )
+    found = []
+    for match in matches:
+        intervals = free.get(match["id"], [])
+        if intervals:
+            found.append(
+                FreeInstrument(
+                    instrument_id=match["id"],
+                    name=match["name"],
+                    facility_name=match["facility_name"],
+                    free=[FreeInterval(start=s, end=e) for s, e in intervals],
+                )
+            )
+        if len(found) >= limit:
+            break
+    return found
+
+
+# --- Usage records -------------------------------------------------------------------------
+
+
+@router.get("/usage-records", response_model=Paginated[UsageRecordRead])
+def list_usage_records(
+    principal: ApiPrincipal,
+    session: DbSession,
+    page: Pagination,
+    instrument_id: int | None = None,
+    user_id: int | None = None,
+) -> Paginated[UsageRecordRead]:
+    rows, total = queries.list_usage_records(
+        session,
+        actor=principal,
+        instrument_id=instrument_id,
+        user_id=user_id,
+        offset=page.offset,
+        limit=page.page_size,
+    )
+    return Paginated(
+        items=[UsageRecordRead.model_validate(r, from_attributes=True) for r in rows], total=total
+    )
+
+
+@router.post("/usage-records", response_model=UsageRecordRead, status_code=201)
+def record_walk_in(
+    data: UsageRecordCreate, principal: ApiPrincipal, session: DbSession
+) -> UsageRecordRead:
+    """A walk-in use without a booking (lab managers)."""
+    usage = service.record_walk_in(session, actor=principal, data=data)
+    return UsageRecordRead.model_validate(usage, from_attributes=True)
+
+
+@router.patch("/usage-records/{usage_id}", response_model=UsageRecordRead)
+def correct_usage(
+    usage_id: int, data: UsageRecordCorrection, principal: ApiPrincipal, session: DbSession
+) -> UsageRecordRead:
+    usage = service.correct_usage(session, actor=principal, usage_id=usage_id, data=data)
+    return UsageRecordRead.model_validate(usage, from_attributes=True)

@@ -1,0 +1,66 @@
+"""`labshare worker`: the scheduled transitions, run in short transactions of their own.
+
+Each job is safe with several workers at once: due rows are claimed with ``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL and changed with conditional updates everywhere, so a transition
+happens exactly once. The notifications package adds outbox delivery to the same loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from sqlmodel import Session
+
+from booking import service as booking
+from booking.service import BookingPolicy
+from core.auth import service as auth
+from core.db import Database
+from core.settings import Settings
+
+log = logging.getLogger("labshare.worker")
+
+
+def jobs(settings: Settings) -> list[tuple[str, Callable[[Session], int]]]:
+    policy = BookingPolicy.from_settings(settings)
+    return [
+        ("pending requests expired", lambda session: booking.expire_pending(session)),
+        ("no-shows marked", lambda session: booking.mark_no_shows(session, policy=policy)),
+        (
+            "old login failures forgotten",
+            lambda session: auth.forget_old_login_failures(session, settings),
+        ),
+    ]
+
+
+def run_once(database: Database, settings: Settings) -> dict[str, int]:
+    """Run every job once, each in its own transaction; a failing job does not stop the rest."""
+    done: dict[str, int] = {}
+    for name, job in jobs(settings):
+        try:
+            with database.transaction() as session:
+                done[name] = job(session)
+        except Exception:
+            log.exception("worker job failed: %s", name)
+            done[name] = -1
+        if done[name] > 0:
+            log.info("%s: %d", name, done[name])
+    return done
+
+
+def run_forever(database: Database, settings: Settings, *, interval_s: float) -> None:
+    """Run the jobs every ``interval_s`` seconds until SIGTERM or SIGINT."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("stopping after this round (signal %d)", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    while not stop.is_set():
+        run_once(database, settings)
+        stop.wait(interval_s)
