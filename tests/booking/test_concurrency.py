@@ -1,0 +1,204 @@
+"""No double booking, ever: many processes racing for one instrument, on both databases."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from itertools import combinations
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlmodel import col, func, select
+
+from booking.models import Booking
+from booking.rules import HELD_STATUSES, BookingStatus
+from core import audit
+from core.accounts import service as accounts
+from core.accounts.rules import OrganisationType
+from core.accounts.schemas import OrganisationCreate, UserCreate
+from core.auth import service as auth
+from core.clock import now
+from core.db import Database
+from core.settings import Settings
+from instruments import service as catalogue
+from instruments.rules import Category, OperationMode
+from instruments.schemas import FacilityCreate, InstrumentCreate, OpeningSpanIn
+from tests.servers import LABSHARE, REPO_ROOT, WAIT_S, labshare_env, served
+
+pytestmark = pytest.mark.multiprocess
+
+REQUESTS = 200
+USERS = 10
+
+
+def round_the_clock_instrument(database: Database, *, buffer_minutes: int = 0) -> int:
+    with database.transaction() as session:
+        organisation = accounts.create_organisation(
+            session,
+            actor_id=None,
+            data=OrganisationCreate(
+                name="并发测试大学", type=OrganisationType.UNIVERSITY, district="沙坪坝区"
+            ),
+        )
+        facility = catalogue.create_facility(
+            session,
+            actor=None,
+            data=FacilityCreate(
+                organisation_id=organisation.id or 0,
+                name="并发测试平台",
+                district="沙坪坝区",
+                opens_on_holidays=True,
+                opening_hours=[
+                    OpeningSpanIn(weekday=d, start="00:00", end="24:00") for d in range(7)
+                ],
+            ),
+        )
+        instrument = catalogue.create_instrument(
+            session,
+            actor=None,
+            data=InstrumentCreate(
+                facility_id=facility.id or 0,
+                asset_code="RACE-1",
+                name="抢手的电镜",
+                category=Category.ANALYTICAL,
+                operation_mode=OperationMode.SELF_OPERATED,
+                requires_qualification=False,
+                min_notice_minutes=0,
+                buffer_minutes=buffer_minutes,
+                max_duration_minutes=240,
+            ),
+        )
+        return instrument.id or 0
+
+
+def tokens_for_users(database: Database, count: int) -> list[str]:
+    with database.transaction() as session:
+        tokens = []
+        for n in range(count):
+            user = accounts.create_user(
+                session, actor_id=None, data=UserCreate(email=f"racer{n}@example.cn", name=f"抢{n}")
+            )
+            tokens.append(
+                auth.issue_access_token(session, Settings(access_token_ttl_s=3600), user=user).token
+            )
+        return tokens
+
+
+def assert_no_held_overlap(database: Database, instrument_id: int) -> list[Booking]:
+    with database.transaction(write=False) as session:
+        held = session.exec(
+            select(Booking).where(
+                Booking.instrument_id == instrument_id, col(Booking.status).in_(list(HELD_STATUSES))
+            )
+        ).all()
+    for first, second in combinations(held, 2):
+        assert first.held_until <= second.start_at or second.held_until <= first.start_at, (
+            first,
+            second,
+        )
+    return list(held)
+
+
+def test_200_overlapping_requests_to_4_server_processes_store_no_overlap(
+    fresh_database: Database, tmp_path: Path
+) -> None:
+    instrument_id = round_the_clock_instrument(fresh_database, buffer_minutes=30)
+    tokens = tokens_for_users(fresh_database, USERS)
+    base = (now() + timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+    rng = random.Random(2026)
+    plans = [
+        (
+            tokens[n % USERS],
+            base + timedelta(minutes=30 * rng.randint(0, 40)),
+            30 * rng.randint(2, 6),
+        )
+        for n in range(REQUESTS)
+    ]
+
+    with served(
+        fresh_database.url,
+        tmp_path / "server.log",
+        workers=4,
+        LABSHARE_BOOKING_CREATIONS_PER_MINUTE="1000",
+    ) as base_url:
+
+        def book(plan: tuple[str, datetime, int]) -> tuple[int, dict]:
+            token, start, minutes = plan
+            response = httpx.post(
+                f"{base_url}/api/v1/bookings",
+                json={
+                    "instrument_id": instrument_id,
+                    "start": start.isoformat(),
+                    "end": (start + timedelta(minutes=minutes)).isoformat(),
+                },
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=WAIT_S,
+            )
+            return response.status_code, response.json()
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            answers = list(pool.map(book, plans))
+
+    statuses = [status for status, _ in answers]
+    assert [a for a in answers if a[0] >= 500] == []
+    assert set(statuses) <= {201, 409}, sorted(set(statuses))
+    assert all(body["code"] == "overlap" for status, body in answers if status == 409)
+    held = assert_no_held_overlap(fresh_database, instrument_id)
+    created = sorted(body["id"] for status, body in answers if status == 201)
+    assert created == sorted(b.id for b in held)
+    assert len(created) >= 5  # some won, and the rest were told why not
+
+
+def test_two_workers_expire_each_request_and_mark_each_no_show_exactly_once(
+    fresh_database: Database,
+) -> None:
+    instrument_id = round_the_clock_instrument(fresh_database)
+    past = datetime(2026, 1, 5, 1, tzinfo=UTC)
+    with fresh_database.transaction() as session:
+        user = accounts.create_user(
+            session, actor_id=None, data=UserCreate(email="late@example.cn", name="迟到")
+        )
+        for n in range(60):
+            start = past + timedelta(hours=n)
+            session.add(
+                Booking(
+                    instrument_id=instrument_id,
+                    facility_id=1,
+                    user_id=user.id or 0,
+                    start_at=start,
+                    end_at=start + timedelta(minutes=30),
+                    held_until=start + timedelta(minutes=30),
+                    status=BookingStatus.PENDING if n % 2 else BookingStatus.CONFIRMED,
+                    operated_by="self",
+                    expires_at=start if n % 2 else None,
+                )
+            )
+    env = labshare_env(fresh_database.url)
+    workers = [
+        subprocess.Popen(
+            [str(LABSHARE), "worker", "--once"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=WAIT_S)[0].decode() for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    with fresh_database.transaction(write=False) as session:
+        by_status = dict(
+            session.exec(select(Booking.status, func.count()).group_by(Booking.status)).all()
+        )
+        audited = dict(
+            session.exec(
+                select(audit.AuditEntry.action, func.count())
+                .where(col(audit.AuditEntry.action).in_(["booking.expired", "booking.no_show"]))
+                .group_by(audit.AuditEntry.action)
+            ).all()
+        )
+    assert by_status == {BookingStatus.EXPIRED: 30, BookingStatus.NO_SHOW: 30}
+    assert audited == {"booking.expired": 30, "booking.no_show": 30}
