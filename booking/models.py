@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,8 +56,56 @@ class Booking(SQLModel, table=True):
     reason: str = Field(default="", max_length=1000, description="Why rejected or cancelled.")
     late_cancellation: bool = False
     replaced_by_id: int | None = Field(default=None, foreign_key="booking.id")
+    series_id: int | None = Field(default=None, foreign_key="booking_series.id", index=True)
+    attention: str = Field(
+        default="", max_length=300, description="Why a manager should look, e.g. a new outage."
+    )
+    offer_expires_at: datetime | None = Field(
+        default=None, sa_column=utc_column(nullable=True), description="A waitlist offer's."
+    )
     checked_in_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     created_by_id: int | None = Field(default=None, foreign_key="app_user.id")
+    created_at: datetime = Field(default_factory=now, sa_column=utc_column())
+    updated_at: datetime = Field(default_factory=now, sa_column=utc_column())
+
+
+class BookingSeries(SQLModel, table=True):
+    """Recurring bookings: occurrences share a series (cancel one, or the rest)."""
+
+    __tablename__ = "booking_series"
+
+    id: int | None = Field(default=None, primary_key=True)
+    instrument_id: int = Field(foreign_key="instrument.id", index=True)
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    frequency: str = Field(max_length=10, description="daily or weekly")
+    interval: int = Field(default=1, description="Every N days or weeks.")
+    occurrences: int = Field(description="How many were asked for.")
+    created_at: datetime = Field(default_factory=now, sa_column=utc_column())
+
+
+class WaitlistStatus(StrEnum):
+    WAITING = "waiting"
+    OFFERED = "offered"
+    ACCEPTED = "accepted"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class WaitlistEntry(SQLModel, table=True):
+    """Someone waiting for a taken interval; offered it, first come first served, once free."""
+
+    __tablename__ = "waitlist_entry"
+    __table_args__ = (sa.Index("ix_waitlist_entry_instrument_status", "instrument_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    instrument_id: int = Field(foreign_key="instrument.id")
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    start_at: datetime = Field(sa_column=utc_column())
+    end_at: datetime = Field(sa_column=utc_column())
+    status: WaitlistStatus = Field(
+        default=WaitlistStatus.WAITING, sa_type=enum_type(WaitlistStatus, 20)
+    )
+    offered_booking_id: int | None = Field(default=None, foreign_key="booking.id")
     created_at: datetime = Field(default_factory=now, sa_column=utc_column())
     updated_at: datetime = Field(default_factory=now, sa_column=utc_column())
 

@@ -463,7 +463,8 @@ def _check_request(
     return _Checked(instrument, facility, user, status, overridden)
 
 
-def _check_rate(session: Session, *, user_id: int, policy: BookingPolicy) -> None:
+def check_rate(session: Session, *, user_id: int, policy: BookingPolicy) -> None:
+    """Refuse (429) a user who made too many booking requests in the last minute."""
     since = now() - timedelta(minutes=1)
     made = session.exec(
         select(func.count())
@@ -477,9 +478,17 @@ def _check_rate(session: Session, *, user_id: int, policy: BookingPolicy) -> Non
 
 
 def create_booking(
-    session: Session, *, actor: Principal | None, data: BookingCreate, policy: BookingPolicy
+    session: Session,
+    *,
+    actor: Principal | None,
+    data: BookingCreate,
+    policy: BookingPolicy,
+    rate_limited: bool = True,
 ) -> Booking:
-    """Request a booking; confirmed at once where the instrument allows it, else pending."""
+    """Request a booking; confirmed at once where the instrument allows it, else pending.
+
+    ``rate_limited=False`` is for the occurrences of a series, which count as one request.
+    """
     user_id = data.user_id if data.user_id is not None else (actor.user_id if actor else None)
     if user_id is None:
         raise RuleViolation([Problem("required", "Name the user to book for.", "user_id")])
@@ -487,8 +496,8 @@ def create_booking(
         facility_id = catalogue.instrument_with_facility(session, data.instrument_id)[1].id or 0
         if not actor.manages_facility(facility_id):
             raise PermissionDenied("Only a lab manager of the facility books for other users.")
-    if actor is not None and not actor.managed_facility_ids and not actor.is_admin:
-        _check_rate(session, user_id=actor.user_id, policy=policy)
+    if rate_limited and actor is not None and not actor.managed_facility_ids and not actor.is_admin:
+        check_rate(session, user_id=actor.user_id, policy=policy)
     checked = _check_request(
         session,
         actor=actor,

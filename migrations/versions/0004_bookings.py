@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-27 15:14:19.421840
+Create Date: 2026-11-27 15:22:41.222860
 """
 
 from collections.abc import Sequence
@@ -19,6 +19,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 HELD = "status IN ('offered', 'pending', 'confirmed', 'in_use')"
+# On SQLite, a later batch_alter_table("booking") rebuilds the table and drops these triggers:
+# a migration that alters booking must create them again.
 
 
 def upgrade() -> None:
@@ -67,6 +69,31 @@ def upgrade() -> None:
         sa.UniqueConstraint("user_id", "key", name="uq_idempotency_record_user_key"),
     )
     op.create_table(
+        "booking_series",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("instrument_id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("frequency", sqlmodel.sql.sqltypes.AutoString(length=10), nullable=False),
+        sa.Column("interval", sa.Integer(), nullable=False),
+        sa.Column("occurrences", sa.Integer(), nullable=False),
+        sa.Column("created_at", core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["instrument_id"],
+            ["instrument.id"],
+            name=op.f("fk_booking_series_instrument_id_instrument"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["app_user.id"], name=op.f("fk_booking_series_user_id_app_user")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_booking_series")),
+    )
+    with op.batch_alter_table("booking_series", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_booking_series_instrument_id"), ["instrument_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_booking_series_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
         "booking",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("instrument_id", sa.Integer(), nullable=False),
@@ -110,6 +137,9 @@ def upgrade() -> None:
         sa.Column("reason", sqlmodel.sql.sqltypes.AutoString(length=1000), nullable=False),
         sa.Column("late_cancellation", sa.Boolean(), nullable=False),
         sa.Column("replaced_by_id", sa.Integer(), nullable=True),
+        sa.Column("series_id", sa.Integer(), nullable=True),
+        sa.Column("attention", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
+        sa.Column("offer_expires_at", core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("checked_in_at", core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_by_id", sa.Integer(), nullable=True),
         sa.Column("created_at", core.db.UTCDateTime(timezone=True), nullable=False),
@@ -137,6 +167,9 @@ def upgrade() -> None:
             ["replaced_by_id"], ["booking.id"], name=op.f("fk_booking_replaced_by_id_booking")
         ),
         sa.ForeignKeyConstraint(
+            ["series_id"], ["booking_series.id"], name=op.f("fk_booking_series_id_booking_series")
+        ),
+        sa.ForeignKeyConstraint(
             ["user_id"], ["app_user.id"], name=op.f("fk_booking_user_id_app_user")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_booking")),
@@ -149,6 +182,7 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_booking_organisation_id"), ["organisation_id"], unique=False
         )
+        batch_op.create_index(batch_op.f("ix_booking_series_id"), ["series_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_booking_start_at"), ["start_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_booking_status"), ["status"], unique=False)
         batch_op.create_index("ix_booking_user_created", ["user_id", "created_at"], unique=False)
@@ -210,6 +244,51 @@ def upgrade() -> None:
         )
         batch_op.create_index(batch_op.f("ix_usage_record_user_id"), ["user_id"], unique=False)
 
+    op.create_table(
+        "waitlist_entry",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("instrument_id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("start_at", core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("end_at", core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "waiting",
+                "offered",
+                "accepted",
+                "expired",
+                "cancelled",
+                name="waitliststatus",
+                native_enum=False,
+                length=20,
+            ),
+            nullable=False,
+        ),
+        sa.Column("offered_booking_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["instrument_id"],
+            ["instrument.id"],
+            name=op.f("fk_waitlist_entry_instrument_id_instrument"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["offered_booking_id"],
+            ["booking.id"],
+            name=op.f("fk_waitlist_entry_offered_booking_id_booking"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["app_user.id"], name=op.f("fk_waitlist_entry_user_id_app_user")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_waitlist_entry")),
+    )
+    with op.batch_alter_table("waitlist_entry", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_waitlist_entry_instrument_status", ["instrument_id", "status"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_waitlist_entry_user_id"), ["user_id"], unique=False)
+
     # No two held bookings of one instrument overlap, counting buffers: the database itself
     # refuses it, whatever the application does.
     if op.get_bind().dialect.name == "postgresql":
@@ -240,6 +319,11 @@ def downgrade() -> None:
     else:
         op.execute("DROP TRIGGER IF EXISTS booking_no_overlap_insert")
         op.execute("DROP TRIGGER IF EXISTS booking_no_overlap_update")
+    with op.batch_alter_table("waitlist_entry", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_waitlist_entry_user_id"))
+        batch_op.drop_index("ix_waitlist_entry_instrument_status")
+
+    op.drop_table("waitlist_entry")
     with op.batch_alter_table("usage_record", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_usage_record_user_id"))
         batch_op.drop_index(batch_op.f("ix_usage_record_started_at"))
@@ -252,11 +336,17 @@ def downgrade() -> None:
         batch_op.drop_index("ix_booking_user_created")
         batch_op.drop_index(batch_op.f("ix_booking_status"))
         batch_op.drop_index(batch_op.f("ix_booking_start_at"))
+        batch_op.drop_index(batch_op.f("ix_booking_series_id"))
         batch_op.drop_index(batch_op.f("ix_booking_organisation_id"))
         batch_op.drop_index("ix_booking_instrument_held")
         batch_op.drop_index(batch_op.f("ix_booking_facility_id"))
 
     op.drop_table("booking")
+    with op.batch_alter_table("booking_series", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_booking_series_user_id"))
+        batch_op.drop_index(batch_op.f("ix_booking_series_instrument_id"))
+
+    op.drop_table("booking_series")
     op.drop_table("idempotency_record")
     with op.batch_alter_table("outbox_event", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_outbox_event_topic"))
