@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     no_show_window_days: int = 90
     suspension_days: int = 30
     booking_creations_per_minute: int = 30
+    outage_bookings_action: Literal["flag", "cancel"] = Field(
+        default="flag",
+        description="What a new outage does to bookings it falls on: flag them or cancel them.",
+    )
     catalogue_public: bool = Field(
         default=True, description="Anyone may read the catalogue without logging in."
     )

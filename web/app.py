@@ -20,6 +20,7 @@ from web.api import auth as auth_api
 from web.api import bookings as bookings_api
 from web.api import health
 from web.api import instruments as instruments_api
+from web.api import scheduling as scheduling_api
 from web.errors import install_error_handlers
 from web.logging import configure_logging
 from web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(accounts_api.router)
     app.include_router(instruments_api.router)
     app.include_router(bookings_api.router)
+    app.include_router(scheduling_api.router)
     app.include_router(account_pages.router)
 
     @app.get("/docs", include_in_schema=False)

@@ -16,6 +16,7 @@ from types import FrameType
 from sqlmodel import Session
 
 from booking import service as booking
+from booking import waitlist
 from booking.service import BookingPolicy
 from core.auth import service as auth
 from core.db import Database
@@ -29,6 +30,7 @@ def jobs(settings: Settings) -> list[tuple[str, Callable[[Session], int]]]:
     return [
         ("pending requests expired", lambda session: booking.expire_pending(session)),
         ("no-shows marked", lambda session: booking.mark_no_shows(session, policy=policy)),
+        ("waitlist offers lapsed", lambda session: waitlist.expire_offers(session)),
         (
             "old login failures forgotten",
             lambda session: auth.forget_old_login_failures(session, settings),

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
+from booking import outages as booking_outages
 from core.accounts.rules import Role
 from core.accounts.schemas import RoleRead, StrictModel
 from core.auth.principal import Principal
@@ -49,7 +50,7 @@ from instruments.schemas import (
     TestingServiceUpdate,
 )
 from web.api.schemas import Paginated
-from web.deps import ApiPrincipal, DbSession, OptionalApiPrincipal, Pagination
+from web.deps import ApiPrincipal, AppSettings, DbSession, OptionalApiPrincipal, Pagination
 from web.routing import TransactionalRoute
 
 router = APIRouter(prefix="/api/v1", tags=["catalogue"], route_class=TransactionalRoute)
@@ -430,10 +431,28 @@ def list_outages(
     )
 
 
-@router.post("/outages", response_model=OutageRead, status_code=status.HTTP_201_CREATED)
-def create_outage(data: OutageCreate, principal: ApiPrincipal, session: DbSession) -> OutageRead:
+class OutageCreated(OutageRead):
+    affected_booking_ids: list[int] = Field(
+        description="Held bookings it falls on, flagged or cancelled as the platform is set up."
+    )
+
+
+@router.post("/outages", response_model=OutageCreated, status_code=status.HTTP_201_CREATED)
+def create_outage(
+    data: OutageCreate, principal: ApiPrincipal, session: DbSession, settings: AppSettings
+) -> OutageCreated:
+    """Record an outage; bookings it falls on are flagged or cancelled (a platform setting)."""
     outage = service.create_outage(session, actor=principal, data=data)
-    return OutageRead.model_validate(outage, from_attributes=True)
+    affected = booking_outages.apply_outage(
+        session,
+        actor=principal,
+        outage_id=outage.id or 0,
+        action=booking_outages.OutageAction(settings.outage_bookings_action),
+    )
+    return OutageCreated(
+        **OutageRead.model_validate(outage, from_attributes=True).model_dump(),
+        affected_booking_ids=[b.id or 0 for b in affected],
+    )
 
 
 @router.delete("/outages/{outage_id}", status_code=204)
