@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -147,3 +147,74 @@ class IdempotencyRecord(SQLModel, table=True):
     status_code: int
     response: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
     created_at: datetime = Field(default_factory=now, sa_column=utc_column())
+
+
+class ServiceRequestStatus(StrEnum):
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    IN_PROGRESS = "in_progress"
+    REPORTED = "reported"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+class ServiceRequest(SQLModel, table=True):
+    """Samples sent for a testing service (送样检测), from submission to the report."""
+
+    __tablename__ = "service_request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    testing_service_id: int = Field(foreign_key="testing_service.id", index=True)
+    facility_id: int = Field(foreign_key="facility.id", index=True)
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    organisation_id: int | None = Field(default=None, foreign_key="organisation.id", index=True)
+    sample_count: int
+    description: str = Field(default="", max_length=4000)
+    status: ServiceRequestStatus = Field(
+        default=ServiceRequestStatus.SUBMITTED,
+        sa_type=enum_type(ServiceRequestStatus, 20),
+        index=True,
+    )
+    scheduled_date: date | None = Field(
+        default=None, description="The day its samples count against the daily capacity."
+    )
+    reason: str = Field(default="", max_length=1000)
+    decided_by_id: int | None = Field(default=None, foreign_key="app_user.id")
+    version: int = 0
+    submitted_at: datetime = Field(default_factory=now, sa_column=utc_column())
+    accepted_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    started_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    reported_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    completed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    updated_at: datetime = Field(default_factory=now, sa_column=utc_column())
+
+
+class ServiceCapacityDay(SQLModel, table=True):
+    """Samples accepted per testing service and day; never above the daily capacity."""
+
+    __tablename__ = "service_capacity_day"
+
+    testing_service_id: int = Field(foreign_key="testing_service.id", primary_key=True)
+    day: date = Field(primary_key=True)
+    accepted_samples: int = 0
+
+
+class ServiceRequestFile(SQLModel, table=True):
+    """A file of a service request: the requester's attachment or the facility's report.
+
+    Kept in the database: it commits or rolls back with the request, and every app process on
+    every machine sees it."""
+
+    __tablename__ = "service_request_file"
+
+    id: int | None = Field(default=None, primary_key=True)
+    service_request_id: int = Field(foreign_key="service_request.id", index=True)
+    kind: str = Field(max_length=20, description="attachment or report")
+    filename: str = Field(max_length=255)
+    content_type: str = Field(max_length=100)
+    size: int
+    sha256: str = Field(max_length=64)
+    content: bytes = Field(sa_type=sa.LargeBinary)
+    uploaded_by_id: int | None = Field(default=None, foreign_key="app_user.id")
+    uploaded_at: datetime = Field(default_factory=now, sa_column=utc_column())

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     login_failures_per_address: int = 20
     login_throttle_window_s: int = 15 * 60
     max_body_bytes: int = 1024 * 1024
+    max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024, description="Service-request attachments and reports."
+    )
 
     pending_request_ttl_hours: int = Field(
         default=48, description="A pending request expires unanswered after this (or at its start)."

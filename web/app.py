@@ -21,6 +21,7 @@ from web.api import bookings as bookings_api
 from web.api import health
 from web.api import instruments as instruments_api
 from web.api import scheduling as scheduling_api
+from web.api import service_requests as service_requests_api
 from web.errors import install_error_handlers
 from web.logging import configure_logging
 from web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -79,7 +80,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         return RedirectResponse(login_url(exc.next_url), status_code=303)
 
     # Outermost first: the request id must exist before a 413 is answered.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        larger={service_requests_api.UPLOAD_PATH: settings.max_upload_bytes},
+    )
     app.add_middleware(RequestContextMiddleware)
 
     app.include_router(health.router)
@@ -88,6 +93,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(instruments_api.router)
     app.include_router(bookings_api.router)
     app.include_router(scheduling_api.router)
+    app.include_router(service_requests_api.router)
     app.include_router(account_pages.router)
 
     @app.get("/docs", include_in_schema=False)

@@ -202,3 +202,79 @@ def test_two_workers_expire_each_request_and_mark_each_no_show_exactly_once(
         )
     assert by_status == {BookingStatus.EXPIRED: 30, BookingStatus.NO_SHOW: 30}
     assert audited == {"booking.expired": 30, "booking.no_show": 30}
+
+
+def test_racing_acceptances_never_exceed_a_days_sample_capacity(
+    fresh_database: Database, tmp_path: Path
+) -> None:
+    from booking.models import ServiceCapacityDay, ServiceRequest, ServiceRequestStatus
+    from core.accounts.rules import Role, ScopeKind
+    from core.accounts.schemas import RoleGrant
+    from instruments.schemas import TestingServiceCreate
+
+    instrument_id = round_the_clock_instrument(fresh_database)
+    day = (now() + timedelta(days=3)).date()
+    with fresh_database.transaction() as session:
+        service = catalogue.create_testing_service(
+            session,
+            actor=None,
+            data=TestingServiceCreate(
+                facility_id=1,
+                name="拉伸试验",
+                price_internal_fen=1,
+                price_external_academic_fen=1,
+                price_enterprise_fen=1,
+                daily_sample_capacity=10,
+                instrument_ids=[instrument_id],
+            ),
+        )
+        requester = accounts.create_user(
+            session, actor_id=None, data=UserCreate(email="sender@example.cn", name="送样人")
+        )
+        manager = accounts.create_user(
+            session,
+            actor_id=None,
+            data=UserCreate(
+                email="boss@example.cn",
+                name="主管",
+                roles=[RoleGrant(role=Role.LAB_MANAGER, scope_kind=ScopeKind.FACILITY, scope_id=1)],
+            ),
+        )
+        token = auth.issue_access_token(session, Settings(), user=manager).token
+        ids = []
+        for _ in range(30):
+            request = ServiceRequest(
+                testing_service_id=service.id or 0,
+                facility_id=1,
+                user_id=requester.id or 0,
+                sample_count=1,
+                scheduled_date=day,
+            )
+            session.add(request)
+            session.flush()
+            ids.append(request.id)
+
+    with served(fresh_database.url, tmp_path / "server.log", workers=4) as base_url:
+
+        def accept(request_id: int) -> int:
+            return httpx.post(
+                f"{base_url}/api/v1/service-requests/{request_id}/accept",
+                json={},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=WAIT_S,
+            ).status_code
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            statuses = list(pool.map(accept, ids))
+
+    assert sorted(statuses) == [200] * 10 + [409] * 20
+    with fresh_database.transaction(write=False) as session:
+        accepted = session.exec(
+            select(func.count())
+            .select_from(ServiceRequest)
+            .where(ServiceRequest.status == ServiceRequestStatus.ACCEPTED)
+        ).one()
+        counter = session.get(ServiceCapacityDay, (service.id, day))
+    assert accepted == 10
+    assert counter is not None
+    assert counter.accepted_samples == 10
