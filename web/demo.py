@@ -25,6 +25,7 @@ from core.accounts.rules import (
 from core.accounts.schemas import OrganisationCreate, RoleGrant, UserCreate
 from core.db import Database
 from web import dbschema
+from web.demo_bookings import seed_bookings
 from web.demo_catalogue import seed_catalogue
 
 DEMO_PASSWORD = "labshare-demo"
@@ -126,6 +127,7 @@ def seed(session: Session) -> None:
     for local, name, org, roles, locale in USERS:
         user_ids[local] = _create_demo_user(session, local, name, org_ids[org], roles, locale)
     seed_catalogue(session, org_ids=org_ids, user_ids=user_ids)
+    seed_bookings(session, domain=DEMO_DOMAIN)
 
 
 def _create_demo_user(
