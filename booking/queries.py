@@ -80,21 +80,25 @@ def free_time(
     )
     if not calendars:
         return {}
-    slots = dict(
-        session.execute(
-            sa.select(col(Instrument.id), col(Instrument.slot_minutes)).where(
-                col(Instrument.id).in_(list(calendars))
-            )
+    slots = {
+        instrument_id: (slot_minutes, buffer_minutes)
+        for instrument_id, slot_minutes, buffer_minutes in session.execute(
+            sa.select(
+                col(Instrument.id), col(Instrument.slot_minutes), col(Instrument.buffer_minutes)
+            ).where(col(Instrument.id).in_(list(calendars)))
         ).all()
-    )
-    held = held_ranges(session, instrument_ids=list(calendars), start=start, end=end)
+    }
+    # A booking ending at the window's end still holds its buffer after it.
+    buffers = timedelta(minutes=max((b for _, b in slots.values()), default=0))
+    held = held_ranges(session, instrument_ids=list(calendars), start=start, end=end + buffers)
     return {
         instrument_id: free_intervals(
             calendar.open_intervals(start, end),
             held.get(instrument_id, []),
-            slot_minutes=slots[instrument_id],
+            slot_minutes=slots[instrument_id][0],
             zone=calendar.facility.zone,
             min_minutes=min_minutes,
+            buffer_minutes=slots[instrument_id][1],
         )
         for instrument_id, calendar in calendars.items()
     }

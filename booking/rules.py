@@ -161,11 +161,17 @@ def free_intervals(
     slot_minutes: int,
     zone: ZoneInfo,
     min_minutes: int = 0,
+    buffer_minutes: int = 0,
 ) -> list[Interval]:
-    """Open time minus held ranges, trimmed inward to slot boundaries, at least ``min_minutes``."""
+    """Open time minus held ranges, trimmed inward to slot boundaries, at least ``min_minutes``.
+
+    A booking ending where a held range starts would hold its own buffer into it, so each held
+    range also takes the ``buffer_minutes`` before it: what is free is bookable as it stands.
+    """
     result = []
     slot = timedelta(minutes=slot_minutes)
-    for start, end in subtract(open_intervals, merge(held)):
+    buffer = timedelta(minutes=buffer_minutes)
+    for start, end in subtract(open_intervals, merge((s - buffer, e) for s, e in held)):
         aligned_start = _ceil_to_slot(start, slot_minutes, zone)
         aligned_end = _floor_to_slot(end, slot_minutes, zone)
         if aligned_end - aligned_start >= max(slot, timedelta(minutes=min_minutes)):

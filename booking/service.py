@@ -135,8 +135,9 @@ def _require_owner_or_manager(actor: Principal | None, booking: Booking, action:
 
 def _require_status(booking: Booking, action: str) -> None:
     if booking.status not in rules.TRANSITIONS[action]:
+        status = str(booking.status).replace("_", " ")
         raise Conflict(
-            f"A {booking.status} booking cannot be {action.replace('_', ' ')}ed.",
+            f"You cannot {action.replace('_', ' ')} this booking: its status is {status}.",
             code="wrong_status",
         )
 
@@ -193,11 +194,15 @@ def _quota_problems(
     organisation_id: int | None,
     start: datetime,
     end: datetime,
+    ignore_booking_id: int | None = None,
 ) -> list[Problem]:
     problems = []
     hours = (end - start).total_seconds() / 3600
     week_start, week_end = _week_bounds(start, facility)
-    on_instrument = col(Booking.instrument_id) == instrument.id
+    # A booking being moved is replaced, not added to: it does not count against its move.
+    on_instrument = (col(Booking.instrument_id) == instrument.id) & (
+        col(Booking.id) != (ignore_booking_id or 0)
+    )
     if instrument.user_weekly_hours_limit is not None:
         used = _held_hours(
             session, on_instrument & (col(Booking.user_id) == user_id), week_start, week_end
@@ -422,6 +427,7 @@ def _check_request(
             organisation_id=user.organisation_id,
             start=start,
             end=end,
+            ignore_booking_id=ignore_booking_id,
         )
         until = suspension_until(session, user_id=user_id, policy=policy)
         if until is not None:
@@ -465,11 +471,12 @@ def _check_request(
 
 def check_rate(session: Session, *, user_id: int, policy: BookingPolicy) -> None:
     """Refuse (429) a user who made too many booking requests in the last minute."""
+    # Half-open: a request made exactly a minute ago no longer counts, as Retry-After promises.
     since = now() - timedelta(minutes=1)
     made = session.exec(
         select(func.count())
         .select_from(Booking)
-        .where(Booking.created_by_id == user_id, col(Booking.created_at) >= since)
+        .where(Booking.created_by_id == user_id, col(Booking.created_at) > since)
     ).one()
     if made >= policy.creations_per_minute:
         raise Throttled(
@@ -648,6 +655,9 @@ def move(
         policy=policy,
         ignore_booking_id=old.id,
     )
+    # An approved booking stays approved where it moves; a request keeps waiting, unless the
+    # new time needs no approval.
+    status = BookingStatus.CONFIRMED if old.status is BookingStatus.CONFIRMED else checked.status
     _transition(session, old, "move", BookingStatus.CANCELLED, reason="moved")
     current = now()
     new = Booking(
@@ -673,15 +683,11 @@ def move(
         start_at=start,
         end_at=end,
         held_until=rules.held_until(end, checked.instrument.buffer_minutes),
-        status=checked.status
-        if old.status is BookingStatus.PENDING
-        else BookingStatus.CONFIRMED
-        if checked.status is BookingStatus.CONFIRMED or old.status is BookingStatus.CONFIRMED
-        else BookingStatus.PENDING,
+        status=status,
         version=old.version + 1,
         overrides=checked.overridden,
         expires_at=min(current + policy.pending_ttl, start)
-        if checked.status is BookingStatus.PENDING
+        if status is BookingStatus.PENDING
         else None,
         created_at=current,
         updated_at=current,
@@ -694,10 +700,12 @@ def move(
         .execution_options(synchronize_session=False)
     )
     session.refresh(old)
+    actor_id = actor.user_id if actor else None
+    _record(session, old, actor_id=actor_id, action="moved", replaced_by_id=new.id)
     _record(
         session,
         new,
-        actor_id=actor.user_id if actor else None,
+        actor_id=actor_id,
         action="rescheduled",
         replaces_booking_id=old.id,
     )
@@ -715,6 +723,7 @@ def hand_over(
     if (
         colleague is None
         or not colleague.is_active
+        or booking.organisation_id is None
         or colleague.organisation_id != booking.organisation_id
     ):
         raise RuleViolation(

@@ -244,6 +244,7 @@ def check_in_at_instrument(
     instrument_id: int, principal: ApiPrincipal, session: DbSession, settings: AppSettings
 ) -> BookingRead:
     """What the instrument's QR code opens: check in to your booking on it that is due now."""
+    catalogue.instrument_with_facility(session, instrument_id)  # 404 for a missing instrument
     policy = policy_of(settings)
     current = now()
     booking = session.exec(

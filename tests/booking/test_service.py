@@ -1,0 +1,1268 @@
+"""Booking operations on SQLite and PostgreSQL: requests and their rules, decisions, changes,
+use, the worker's transitions; every change audited and announced through the outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlmodel import Session, col, func, select
+
+from booking import queries, service
+from booking.models import Booking, UsageRecord
+from booking.rules import TRANSITIONS, BookingStatus, OperatedBy
+from booking.schemas import BookingCreate, UsageRecordCorrection, UsageRecordCreate
+from booking.service import BookingPolicy
+from core.accounts.models import Organisation, User
+from core.accounts.rules import Role, ScopeKind
+from core.accounts.schemas import RoleGrant
+from core.audit import AuditEntry
+from core.auth.principal import Principal, load_principal
+from core.clock import frozen
+from core.errors import Conflict, NotFound, PermissionDenied, RuleViolation
+from core.events import OutboxEvent
+from core.settings import Settings
+from instruments import service as instruments
+from instruments.models import Facility, Instrument
+from instruments.rules import ApprovalMode, OutageKind
+from instruments.schemas import OpeningSpanIn, OutageCreate, QualificationGrant
+from tests.factories import make_organisation, make_user
+from tests.instruments.factories import make_facility, make_instrument
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+POLICY = BookingPolicy.from_settings(Settings())  # grace 15 min, 3 no-shows suspend, …
+STAFF = OperatedBy.STAFF
+S = BookingStatus
+
+
+def at(local: str) -> datetime:
+    """A Shanghai wall-clock time such as "2026-12-01 10:00", as aware UTC."""
+    return datetime.fromisoformat(local).replace(tzinfo=SHANGHAI).astimezone(UTC)
+
+
+NOW = at("2026-11-30 09:00")  # a Monday of an ordinary week; the facility opens 09:00–17:00
+
+
+@pytest.fixture(autouse=True)
+def frozen_now() -> Iterator[None]:
+    with frozen(NOW):
+        yield
+
+
+@dataclass
+class Lab:
+    organisation: Organisation
+    facility: Facility
+    instrument: Instrument  # self- or staff-operated, confirmed at once for qualified users
+    manager: Principal
+    researcher: Principal
+    colleague: Principal  # same organisation as the researcher, qualified
+    outsider: Principal  # another organisation, qualified
+
+
+def principal(session: Session, user: User) -> Principal:
+    return load_principal(session, user)
+
+
+def qualify(session: Session, user_id: int, instrument: Instrument) -> None:
+    instruments.grant_qualification(
+        session,
+        actor=None,
+        data=QualificationGrant(user_id=user_id, instrument_id=instrument.id or 0),
+    )
+
+
+def researcher_of(session: Session, organisation: Organisation | None) -> Principal:
+    user = make_user(session, password=None, organisation=organisation, roles=[Role.RESEARCHER])
+    return principal(session, user)
+
+
+@pytest.fixture
+def lab(session: Session) -> Lab:
+    university = make_organisation(session)
+    facility = make_facility(session, organisation=university)
+    manager = make_user(
+        session,
+        password=None,
+        organisation=university,
+        roles=[
+            RoleGrant(role=Role.LAB_MANAGER, scope_kind=ScopeKind.FACILITY, scope_id=facility.id)
+        ],
+    )
+    found = Lab(
+        organisation=university,
+        facility=facility,
+        instrument=make_instrument(session, facility=facility),
+        manager=principal(session, manager),
+        researcher=researcher_of(session, university),
+        colleague=researcher_of(session, university),
+        outsider=researcher_of(session, make_organisation(session)),
+    )
+    for user in (found.researcher, found.colleague, found.outsider):
+        qualify(session, user.user_id, found.instrument)
+    return found
+
+
+def another_instrument(session: Session, lab: Lab, **rules: Any) -> Instrument:
+    """An instrument of the lab's facility on which the lab's researchers are qualified."""
+    instrument = make_instrument(session, facility=lab.facility, **rules)
+    for user in (lab.researcher, lab.colleague, lab.outsider):
+        qualify(session, user.user_id, instrument)
+    return instrument
+
+
+def book(
+    session: Session,
+    actor: Principal,
+    start: str,
+    end: str,
+    *,
+    instrument: Instrument,
+    **fields: Any,
+) -> Booking:
+    return service.create_booking(
+        session,
+        actor=actor,
+        data=BookingCreate(
+            instrument_id=instrument.id or 0, start=at(start), end=at(end), **fields
+        ),
+        policy=POLICY,
+    )
+
+
+def booking_in(
+    session: Session,
+    lab: Lab,
+    status: BookingStatus,
+    start: datetime,
+    *,
+    user: Principal | None = None,
+    hours: int = 1,
+) -> Booking:
+    """A booking that earlier operations left in ``status`` (written directly, for set-up)."""
+    owner = user or lab.researcher
+    booking = Booking(
+        instrument_id=lab.instrument.id or 0,
+        facility_id=lab.facility.id or 0,
+        user_id=owner.user_id,
+        organisation_id=owner.user.organisation_id,
+        start_at=start,
+        end_at=start + timedelta(hours=hours),
+        held_until=start + timedelta(hours=hours),
+        status=status,
+        operated_by=OperatedBy.SELF,
+        checked_in_at=start if status in (S.IN_USE, S.COMPLETED) else None,
+        created_by_id=owner.user_id,
+    )
+    session.add(booking)
+    session.flush()
+    return booking
+
+
+def audit_trail(session: Session, booking: Booking) -> list[str]:
+    return list(
+        session.exec(
+            select(AuditEntry.action)
+            .where(AuditEntry.subject_type == "booking", AuditEntry.subject_id == str(booking.id))
+            .order_by(col(AuditEntry.id))
+        ).all()
+    )
+
+
+def announced(session: Session, booking: Booking) -> list[str]:
+    """Outbox topics about the booking, oldest first."""
+    events = session.exec(select(OutboxEvent).order_by(col(OutboxEvent.id))).all()
+    return [e.topic for e in events if e.payload.get("booking_id") == booking.id]
+
+
+def last_audit(session: Session, booking: Booking) -> AuditEntry:
+    entry = session.exec(
+        select(AuditEntry)
+        .where(AuditEntry.subject_type == "booking", AuditEntry.subject_id == str(booking.id))
+        .order_by(col(AuditEntry.id).desc())
+    ).first()
+    assert entry is not None
+    return entry
+
+
+def codes(error: pytest.ExceptionInfo[Any]) -> list[str]:
+    return [p.code for p in error.value.problems]
+
+
+# --- Requests: confirmed, pending or refused ------------------------------------------------
+
+
+def test_a_qualified_users_own_booking_on_an_automatic_instrument_is_confirmed(
+    session: Session, lab: Lab
+) -> None:
+    booking = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 12:00", instrument=lab.instrument
+    )
+    assert booking.status == S.CONFIRMED
+    assert (booking.start_at, booking.end_at) == (at("2026-12-01 10:00"), at("2026-12-01 12:00"))
+    assert booking.expires_at is None
+    assert booking.organisation_id == lab.organisation.id
+    assert audit_trail(session, booking) == ["booking.confirmed"]
+    assert announced(session, booking) == ["booking.confirmed"]
+
+
+def test_staff_operated_and_manually_approved_requests_wait_for_a_lab_manager(
+    session: Session, lab: Lab
+) -> None:
+    staff_operated = book(
+        session,
+        lab.researcher,
+        "2026-12-01 10:00",
+        "2026-12-01 12:00",
+        instrument=lab.instrument,
+        operated_by=STAFF,
+    )
+    manual = another_instrument(session, lab, approval_mode=ApprovalMode.MANUAL)
+    self_operated = book(
+        session, lab.researcher, "2026-12-09 10:00", "2026-12-09 12:00", instrument=manual
+    )
+    assert staff_operated.status == S.PENDING
+    assert self_operated.status == S.PENDING
+    # Unanswered, a request expires after 48 hours, or at its start if that comes first.
+    assert staff_operated.expires_at == at("2026-12-01 10:00")
+    assert self_operated.expires_at == at("2026-12-02 09:00")
+    assert audit_trail(session, self_operated) == ["booking.requested"]
+    assert announced(session, self_operated) == ["booking.requested"]
+
+
+def test_a_lab_manager_booking_for_a_researcher_is_confirmed(session: Session, lab: Lab) -> None:
+    manual = another_instrument(session, lab, approval_mode=ApprovalMode.MANUAL)
+    booking = book(
+        session,
+        lab.manager,
+        "2026-12-01 10:00",
+        "2026-12-01 12:00",
+        instrument=manual,
+        operated_by=STAFF,
+        user_id=lab.researcher.user_id,
+    )
+    assert booking.status == S.CONFIRMED
+    assert (booking.user_id, booking.created_by_id) == (lab.researcher.user_id, lab.manager.user_id)
+    assert last_audit(session, booking).actor_id == lab.manager.user_id
+
+
+def test_a_researcher_cannot_book_for_someone_else(session: Session, lab: Lab) -> None:
+    with pytest.raises(PermissionDenied):
+        book(
+            session,
+            lab.researcher,
+            "2026-12-01 10:00",
+            "2026-12-01 12:00",
+            instrument=lab.instrument,
+            user_id=lab.colleague.user_id,
+        )
+
+
+def test_operating_an_instrument_without_a_qualification_is_forbidden(
+    session: Session, lab: Lab
+) -> None:
+    untrained = researcher_of(session, lab.organisation)
+    with pytest.raises(PermissionDenied) as refused:
+        book(session, untrained, "2026-12-01 10:00", "2026-12-01 12:00", instrument=lab.instrument)
+    assert refused.value.code == "not_qualified"
+    # The facility's staff may still run it for them.
+    staff_operated = book(
+        session,
+        untrained,
+        "2026-12-01 10:00",
+        "2026-12-01 12:00",
+        instrument=lab.instrument,
+        operated_by=STAFF,
+    )
+    assert staff_operated.status == S.PENDING
+
+
+def test_a_retired_instrument_cannot_be_booked(session: Session, lab: Lab) -> None:
+    instruments.retire_instrument(session, actor=None, instrument_id=lab.instrument.id or 0)
+    with pytest.raises(Conflict) as refused:
+        book(
+            session,
+            lab.researcher,
+            "2026-12-01 10:00",
+            "2026-12-01 12:00",
+            instrument=lab.instrument,
+        )
+    assert refused.value.code == "not_bookable"
+
+
+def test_an_overlap_counting_the_buffer_names_the_time_but_not_who_holds_it(
+    session: Session, lab: Lab
+) -> None:
+    buffered = another_instrument(session, lab, buffer_minutes=30)
+    book(session, lab.colleague, "2026-12-01 10:00", "2026-12-01 11:00", instrument=buffered)
+    with pytest.raises(Conflict) as refused:
+        book(session, lab.researcher, "2026-12-01 11:00", "2026-12-01 12:00", instrument=buffered)
+    assert refused.value.code == "overlap"
+    assert [p.as_dict() for p in refused.value.problems] == [
+        {
+            "code": "overlap",
+            "message": "The instrument is booked from 2026-12-01T02:00:00+00:00 "
+            "to 2026-12-01T03:30:00+00:00.",
+            "field": "start",
+        }
+    ]
+    said = refused.value.detail + repr(refused.value.problems)
+    colleague = lab.colleague.user
+    assert colleague.name not in said
+    assert colleague.email not in said
+    # Right after the buffer the instrument is free again.
+    after = book(
+        session, lab.researcher, "2026-12-01 11:30", "2026-12-01 12:30", instrument=buffered
+    )
+    assert after.status == S.CONFIRMED
+
+
+def test_broken_rules_and_an_overlap_are_reported_together(session: Session, lab: Lab) -> None:
+    book(session, lab.colleague, "2026-12-01 15:00", "2026-12-01 17:00", instrument=lab.instrument)
+    with pytest.raises(RuleViolation) as refused:
+        book(
+            session,
+            lab.researcher,
+            "2026-12-01 16:00",
+            "2026-12-01 18:00",
+            instrument=lab.instrument,
+        )
+    assert codes(refused) == ["outside_opening_hours", "overlap"]
+
+
+def test_a_lab_manager_overrides_opening_hours_explicitly_and_it_is_audited(
+    session: Session, lab: Lab
+) -> None:
+    with pytest.raises(RuleViolation) as refused:
+        book(
+            session,
+            lab.manager,
+            "2026-12-01 16:00",
+            "2026-12-01 18:00",
+            instrument=lab.instrument,
+            user_id=lab.researcher.user_id,
+        )
+    assert [(p.code, p.overridable) for p in refused.value.problems] == [
+        ("outside_opening_hours", True)
+    ]
+    booking = book(
+        session,
+        lab.manager,
+        "2026-12-01 16:00",
+        "2026-12-01 18:00",
+        instrument=lab.instrument,
+        user_id=lab.researcher.user_id,
+        override=["outside_opening_hours"],
+    )
+    assert booking.status == S.CONFIRMED
+    assert booking.overrides == ["outside_opening_hours"]
+    entry = last_audit(session, booking)
+    assert entry.actor_id == lab.manager.user_id
+    assert entry.data["overrides"] == ["outside_opening_hours"]
+
+
+def test_a_researcher_passing_an_override_is_forbidden(session: Session, lab: Lab) -> None:
+    with pytest.raises(PermissionDenied):
+        book(
+            session,
+            lab.researcher,
+            "2026-12-01 16:00",
+            "2026-12-01 18:00",
+            instrument=lab.instrument,
+            override=["outside_opening_hours"],
+        )
+
+
+def test_an_outage_cannot_be_overridden_nor_a_rule_that_is_not_broken(
+    session: Session, lab: Lab
+) -> None:
+    instruments.create_outage(
+        session,
+        actor=None,
+        data=OutageCreate(
+            instrument_id=lab.instrument.id,
+            start_at=at("2026-12-01 09:00"),
+            end_at=at("2026-12-01 17:00"),
+            kind=OutageKind.REPAIR,
+        ),
+    )
+    with pytest.raises(RuleViolation) as refused:
+        book(
+            session,
+            lab.manager,
+            "2026-12-01 10:00",
+            "2026-12-01 12:00",
+            instrument=lab.instrument,
+            user_id=lab.researcher.user_id,
+            override=["during_outage", "too_long"],
+        )
+    assert codes(refused) == ["during_outage", "unknown_override"]
+
+
+# --- Quotas and suspension ------------------------------------------------------------------
+
+
+def test_a_user_may_hold_only_its_weekly_hours_unless_a_manager_overrides(
+    session: Session, lab: Lab
+) -> None:
+    limited = another_instrument(session, lab, user_weekly_hours_limit=4)
+    book(session, lab.researcher, "2026-12-01 10:00", "2026-12-01 13:00", instrument=limited)
+    with pytest.raises(RuleViolation) as refused:
+        book(session, lab.researcher, "2026-12-02 10:00", "2026-12-02 12:00", instrument=limited)
+    assert [(p.code, p.overridable) for p in refused.value.problems] == [("quota_user_hours", True)]
+    # Other users and other weeks are not affected.
+    book(session, lab.colleague, "2026-12-02 10:00", "2026-12-02 12:00", instrument=limited)
+    book(session, lab.researcher, "2026-12-08 10:00", "2026-12-08 12:00", instrument=limited)
+    overridden = book(
+        session,
+        lab.manager,
+        "2026-12-03 10:00",
+        "2026-12-03 12:00",
+        instrument=limited,
+        user_id=lab.researcher.user_id,
+        override=["quota_user_hours"],
+    )
+    assert overridden.overrides == ["quota_user_hours"]
+
+
+def test_an_organisation_may_hold_only_its_weekly_hours(session: Session, lab: Lab) -> None:
+    limited = another_instrument(session, lab, organisation_weekly_hours_limit=4)
+    book(session, lab.researcher, "2026-12-01 10:00", "2026-12-01 13:00", instrument=limited)
+    with pytest.raises(RuleViolation) as refused:
+        book(session, lab.colleague, "2026-12-02 10:00", "2026-12-02 12:00", instrument=limited)
+    assert [(p.code, p.overridable) for p in refused.value.problems] == [
+        ("quota_organisation_hours", True)
+    ]
+    book(session, lab.outsider, "2026-12-02 10:00", "2026-12-02 12:00", instrument=limited)
+    overridden = book(
+        session,
+        lab.manager,
+        "2026-12-03 10:00",
+        "2026-12-03 12:00",
+        instrument=limited,
+        user_id=lab.colleague.user_id,
+        override=["quota_organisation_hours"],
+    )
+    assert overridden.status == S.CONFIRMED
+
+
+def test_a_user_may_hold_only_so_many_upcoming_bookings(session: Session, lab: Lab) -> None:
+    limited = another_instrument(session, lab, user_future_bookings_limit=2)
+    first = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 11:00", instrument=limited
+    )
+    book(session, lab.researcher, "2026-12-02 10:00", "2026-12-02 11:00", instrument=limited)
+    with pytest.raises(RuleViolation) as refused:
+        book(session, lab.researcher, "2026-12-03 10:00", "2026-12-03 11:00", instrument=limited)
+    assert [(p.code, p.overridable) for p in refused.value.problems] == [
+        ("quota_future_bookings", True)
+    ]
+    service.cancel(session, actor=lab.researcher, booking_id=first.id or 0)
+    third = book(
+        session, lab.researcher, "2026-12-03 10:00", "2026-12-03 11:00", instrument=limited
+    )
+    assert third.status == S.CONFIRMED
+
+
+def test_three_no_shows_suspend_booking_rights_for_thirty_days(session: Session, lab: Lab) -> None:
+    for day in ("2026-11-09", "2026-11-16", "2026-11-23"):
+        booking_in(session, lab, S.NO_SHOW, at(f"{day} 10:00"))
+    with pytest.raises(RuleViolation) as refused:
+        book(
+            session,
+            lab.researcher,
+            "2026-12-01 10:00",
+            "2026-12-01 11:00",
+            instrument=lab.instrument,
+        )
+    [problem] = refused.value.problems
+    assert (problem.code, problem.overridable) == ("suspended", True)
+    assert "2026-12-23T02:00:00+00:00" in problem.message  # the last no-show + 30 days
+    overridden = book(
+        session,
+        lab.manager,
+        "2026-12-01 10:00",
+        "2026-12-01 11:00",
+        instrument=lab.instrument,
+        user_id=lab.researcher.user_id,
+        override=["suspended"],
+    )
+    assert overridden.overrides == ["suspended"]
+    with frozen(at("2026-12-23 10:00")):
+        again = book(
+            session,
+            lab.researcher,
+            "2026-12-24 10:00",
+            "2026-12-24 11:00",
+            instrument=lab.instrument,
+        )
+    assert again.status == S.CONFIRMED
+
+
+def test_two_no_shows_or_old_ones_do_not_suspend(session: Session, lab: Lab) -> None:
+    for day in ("2026-08-03", "2026-11-16", "2026-11-23"):  # the first is over 90 days ago
+        booking_in(session, lab, S.NO_SHOW, at(f"{day} 10:00"))
+    booking = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
+    )
+    assert booking.status == S.CONFIRMED
+
+
+# --- Transitions ----------------------------------------------------------------------------
+
+
+def test_a_lab_manager_approves_a_pending_request(session: Session, lab: Lab) -> None:
+    request = book(
+        session,
+        lab.researcher,
+        "2026-12-01 10:00",
+        "2026-12-01 12:00",
+        instrument=lab.instrument,
+        operated_by=STAFF,
+    )
+    approved = service.approve(session, actor=lab.manager, booking_id=request.id or 0)
+    assert approved.status == S.CONFIRMED
+    assert (approved.decided_by_id, approved.decided_at) == (lab.manager.user_id, NOW)
+    assert approved.expires_at is None
+    assert approved.version == 1
+    assert audit_trail(session, approved) == ["booking.requested", "booking.confirmed"]
+    assert announced(session, approved) == ["booking.requested", "booking.confirmed"]
+
+
+def test_a_researcher_cannot_approve_its_own_request(session: Session, lab: Lab) -> None:
+    request = book(
+        session,
+        lab.researcher,
+        "2026-12-01 10:00",
+        "2026-12-01 12:00",
+        instrument=lab.instrument,
+        operated_by=STAFF,
+    )
+    with pytest.raises(PermissionDenied):
+        service.approve(session, actor=lab.researcher, booking_id=request.id or 0)
+    with pytest.raises(NotFound):  # another facility's manager does not even see it
+        service.approve(session, actor=lab_manager_elsewhere(session), booking_id=request.id or 0)
+
+
+def lab_manager_elsewhere(session: Session) -> Principal:
+    facility = make_facility(session)
+    user = make_user(
+        session,
+        password=None,
+        roles=[
+            RoleGrant(role=Role.LAB_MANAGER, scope_kind=ScopeKind.FACILITY, scope_id=facility.id)
+        ],
+    )
+    return principal(session, user)
+
+
+def test_a_lab_manager_rejects_a_pending_request_with_a_reason(session: Session, lab: Lab) -> None:
+    request = book(
+        session,
+        lab.researcher,
+        "2026-12-01 10:00",
+        "2026-12-01 12:00",
+        instrument=lab.instrument,
+        operated_by=STAFF,
+    )
+    rejected = service.reject(
+        session, actor=lab.manager, booking_id=request.id or 0, reason="Sample type not supported."
+    )
+    assert (rejected.status, rejected.reason) == (S.REJECTED, "Sample type not supported.")
+    assert audit_trail(session, rejected)[-1] == "booking.rejected"
+    assert announced(session, rejected)[-1] == "booking.rejected"
+    # A rejected request no longer holds the time.
+    taken = book(
+        session, lab.colleague, "2026-12-01 10:00", "2026-12-01 12:00", instrument=lab.instrument
+    )
+    assert taken.status == S.CONFIRMED
+
+
+@pytest.mark.parametrize("status", sorted(TRANSITIONS["cancel"]))
+def test_the_booker_cancels_an_offered_pending_or_confirmed_booking(
+    session: Session, lab: Lab, status: BookingStatus
+) -> None:
+    booking = booking_in(session, lab, status, at("2026-12-03 10:00"))
+    cancelled = service.cancel(session, actor=lab.researcher, booking_id=booking.id or 0)
+    assert cancelled.status == S.CANCELLED
+    assert cancelled.late_cancellation is False
+    assert audit_trail(session, cancelled) == ["booking.cancelled"]
+    assert announced(session, cancelled) == ["booking.cancelled"]
+
+
+def act(
+    action: str,
+) -> Callable[[Session, Lab, Booking], object]:
+    """The operation of ``action`` with valid arguments, done by whoever may do it."""
+    operations: dict[str, Callable[[Session, Lab, Booking], object]] = {
+        "approve": lambda session, lab, booking: service.approve(
+            session, actor=lab.manager, booking_id=booking.id or 0
+        ),
+        "reject": lambda session, lab, booking: service.reject(
+            session, actor=lab.manager, booking_id=booking.id or 0, reason="Fully booked."
+        ),
+        "cancel": lambda session, lab, booking: service.cancel(
+            session, actor=lab.researcher, booking_id=booking.id or 0
+        ),
+        "check_in": lambda session, lab, booking: service.check_in(
+            session, actor=lab.researcher, booking_id=booking.id or 0, policy=POLICY
+        ),
+        "check_out": lambda session, lab, booking: service.check_out(
+            session, actor=lab.researcher, booking_id=booking.id or 0
+        ),
+        "move": lambda session, lab, booking: service.move(
+            session,
+            actor=lab.researcher,
+            booking_id=booking.id or 0,
+            start=at("2026-12-04 10:00"),
+            end=at("2026-12-04 11:00"),
+            override=[],
+            policy=POLICY,
+        ),
+        "hand_over": lambda session, lab, booking: service.hand_over(
+            session,
+            actor=lab.researcher,
+            booking_id=booking.id or 0,
+            to_user_id=lab.colleague.user_id,
+        ),
+    }
+    return operations[action]
+
+
+@pytest.mark.parametrize(
+    "action", ["approve", "reject", "cancel", "check_in", "check_out", "move", "hand_over"]
+)
+def test_an_action_on_a_booking_in_the_wrong_status_is_a_conflict_and_changes_nothing(
+    session: Session, lab: Lab, action: str
+) -> None:
+    refused_statuses = [s for s in BookingStatus if s not in TRANSITIONS[action]]
+    for hour, status in enumerate(refused_statuses):
+        booking = booking_in(session, lab, status, at("2026-12-02 00:00") + timedelta(hours=hour))
+        with pytest.raises(Conflict) as refused:
+            act(action)(session, lab, booking)
+        assert refused.value.code == "wrong_status", status
+        session.refresh(booking)
+        assert (booking.status, booking.version, booking.user_id) == (
+            status,
+            0,
+            lab.researcher.user_id,
+        )
+        assert audit_trail(session, booking) == []
+
+
+def test_checking_in_to_a_cancelled_booking_says_why_it_is_refused(
+    session: Session, lab: Lab
+) -> None:
+    booking = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 12:00", instrument=lab.instrument
+    )
+    service.cancel(session, actor=lab.researcher, booking_id=booking.id or 0)
+    with frozen(at("2026-12-01 10:00")), pytest.raises(Conflict) as refused:
+        service.check_in(session, actor=lab.researcher, booking_id=booking.id or 0, policy=POLICY)
+    assert refused.value.code == "wrong_status"
+    assert refused.value.detail == "You cannot check in this booking: its status is cancelled."
+
+
+def test_approving_an_approved_booking_is_a_conflict(session: Session, lab: Lab) -> None:
+    request = book(
+        session,
+        lab.researcher,
+        "2026-12-01 10:00",
+        "2026-12-01 12:00",
+        instrument=lab.instrument,
+        operated_by=STAFF,
+    )
+    service.approve(session, actor=lab.manager, booking_id=request.id or 0)
+    with pytest.raises(Conflict) as refused:
+        service.approve(session, actor=lab.manager, booking_id=request.id or 0)
+    assert refused.value.code == "wrong_status"
+    assert refused.value.detail == "You cannot approve this booking: its status is confirmed."
+
+
+# --- Cancelling ----------------------------------------------------------------------------
+
+
+def test_cancelling_before_the_deadline_is_free_and_after_it_is_late(
+    session: Session, lab: Lab
+) -> None:
+    early = book(
+        session, lab.researcher, "2026-12-02 10:00", "2026-12-02 11:00", instrument=lab.instrument
+    )
+    late = book(
+        session, lab.researcher, "2026-12-01 13:00", "2026-12-01 14:00", instrument=lab.instrument
+    )
+    with frozen(at("2026-12-01 10:00")):  # exactly 24 hours before the first
+        service.cancel(session, actor=lab.researcher, booking_id=early.id or 0)
+        service.cancel(session, actor=lab.researcher, booking_id=late.id or 0)
+    assert (early.status, early.late_cancellation) == (S.CANCELLED, False)
+    assert (late.status, late.late_cancellation) == (S.CANCELLED, True)
+    assert last_audit(session, late).data["late"] is True
+
+
+def test_a_lab_manager_cancelling_someones_booking_must_say_why(session: Session, lab: Lab) -> None:
+    booking = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
+    )
+    with pytest.raises(RuleViolation) as refused:
+        service.cancel(session, actor=lab.manager, booking_id=booking.id or 0, reason=" ")
+    assert [(p.code, p.field) for p in refused.value.problems] == [("required", "reason")]
+    assert booking.status == S.CONFIRMED
+    cancelled = service.cancel(
+        session, actor=lab.manager, booking_id=booking.id or 0, reason="Instrument broke down."
+    )
+    assert (cancelled.status, cancelled.reason) == (S.CANCELLED, "Instrument broke down.")
+    assert cancelled.late_cancellation is False  # the facility's doing, never charged
+    assert last_audit(session, cancelled).actor_id == lab.manager.user_id
+
+
+# --- Moving and handing over ---------------------------------------------------------------
+
+
+def test_a_move_cancels_the_old_booking_and_creates_the_new_one(session: Session, lab: Lab) -> None:
+    old = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
+    )
+    new = service.move(
+        session,
+        actor=lab.researcher,
+        booking_id=old.id or 0,
+        start=at("2026-12-02 14:00"),
+        end=at("2026-12-02 16:00"),
+        override=[],
+        policy=POLICY,
+    )
+    session.refresh(old)
+    assert (new.status, new.start_at, new.end_at) == (
+        S.CONFIRMED,
+        at("2026-12-02 14:00"),
+        at("2026-12-02 16:00"),
+    )
+    assert (old.status, old.reason, old.replaced_by_id) == (S.CANCELLED, "moved", new.id)
+    assert old.late_cancellation is False
+    assert audit_trail(session, old) == ["booking.confirmed", "booking.moved"]
+    assert announced(session, old) == ["booking.confirmed", "booking.moved"]
+    assert audit_trail(session, new) == ["booking.rescheduled"]
+    assert announced(session, new) == ["booking.rescheduled"]
+    # The old time is free again.
+    book(session, lab.colleague, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument)
+
+
+def test_a_booking_moves_onto_part_of_its_own_time(session: Session, lab: Lab) -> None:
+    buffered = another_instrument(session, lab, buffer_minutes=30)
+    old = book(session, lab.researcher, "2026-12-01 10:00", "2026-12-01 12:00", instrument=buffered)
+    new = service.move(
+        session,
+        actor=lab.researcher,
+        booking_id=old.id or 0,
+        start=at("2026-12-01 11:00"),
+        end=at("2026-12-01 13:00"),
+        override=[],
+        policy=POLICY,
+    )
+    assert (new.start_at, new.held_until) == (at("2026-12-01 11:00"), at("2026-12-01 13:30"))
+
+
+def test_a_move_onto_a_taken_slot_leaves_the_old_booking_untouched(
+    session: Session, lab: Lab
+) -> None:
+    old = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
+    )
+    book(session, lab.colleague, "2026-12-02 14:00", "2026-12-02 15:00", instrument=lab.instrument)
+    with pytest.raises(Conflict) as refused:
+        service.move(
+            session,
+            actor=lab.researcher,
+            booking_id=old.id or 0,
+            start=at("2026-12-02 13:00"),
+            end=at("2026-12-02 15:00"),
+            override=[],
+            policy=POLICY,
+        )
+    assert refused.value.code == "overlap"
+    session.refresh(old)
+    assert (old.status, old.version, old.replaced_by_id) == (S.CONFIRMED, 0, None)
+    mine = session.exec(
+        select(func.count()).select_from(Booking).where(Booking.user_id == lab.researcher.user_id)
+    ).one()
+    assert mine == 1
+
+
+def test_an_approved_booking_stays_approved_when_moved(session: Session, lab: Lab) -> None:
+    manual = another_instrument(session, lab, approval_mode=ApprovalMode.MANUAL)
+    request = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 11:00", instrument=manual
+    )
+    service.approve(session, actor=lab.manager, booking_id=request.id or 0)
+    moved = service.move(
+        session,
+        actor=lab.researcher,
+        booking_id=request.id or 0,
+        start=at("2026-12-01 14:00"),
+        end=at("2026-12-01 15:00"),
+        override=[],
+        policy=POLICY,
+    )
+    assert (moved.status, moved.expires_at) == (S.CONFIRMED, None)
+    # A request still waiting for a decision keeps waiting, with a fresh deadline.
+    waiting = book(
+        session, lab.researcher, "2026-12-07 10:00", "2026-12-07 11:00", instrument=manual
+    )
+    with frozen(at("2026-11-30 12:00")):
+        still_waiting = service.move(
+            session,
+            actor=lab.researcher,
+            booking_id=waiting.id or 0,
+            start=at("2026-12-08 10:00"),
+            end=at("2026-12-08 11:00"),
+            override=[],
+            policy=POLICY,
+        )
+    assert (still_waiting.status, still_waiting.expires_at) == (S.PENDING, at("2026-12-02 12:00"))
+
+
+def test_a_move_within_the_quota_is_not_counted_twice(session: Session, lab: Lab) -> None:
+    limited = another_instrument(
+        session, lab, user_weekly_hours_limit=4, user_future_bookings_limit=1
+    )
+    old = book(session, lab.researcher, "2026-12-01 10:00", "2026-12-01 14:00", instrument=limited)
+    moved = service.move(
+        session,
+        actor=lab.researcher,
+        booking_id=old.id or 0,
+        start=at("2026-12-02 10:00"),
+        end=at("2026-12-02 14:00"),
+        override=[],
+        policy=POLICY,
+    )
+    assert moved.status == S.CONFIRMED
+
+
+def test_a_booking_is_handed_over_to_a_qualified_colleague(session: Session, lab: Lab) -> None:
+    booking = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
+    )
+    handed = service.hand_over(
+        session, actor=lab.researcher, booking_id=booking.id or 0, to_user_id=lab.colleague.user_id
+    )
+    assert (handed.user_id, handed.status) == (lab.colleague.user_id, S.CONFIRMED)
+    entry = last_audit(session, handed)
+    assert (entry.action, entry.data["from_user_id"]) == (
+        "booking.handed_over",
+        lab.researcher.user_id,
+    )
+    assert announced(session, handed) == ["booking.confirmed", "booking.handed_over"]
+    with pytest.raises(NotFound):  # it is the colleague's now
+        service.cancel(session, actor=lab.researcher, booking_id=booking.id or 0)
+
+
+def test_a_booking_is_not_handed_to_an_outsider_or_an_unqualified_colleague(
+    session: Session, lab: Lab
+) -> None:
+    booking = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
+    )
+    untrained = researcher_of(session, lab.organisation)
+    for to_user, code in [(lab.outsider, "not_colleague"), (untrained, "not_qualified")]:
+        with pytest.raises(RuleViolation) as refused:
+            service.hand_over(
+                session,
+                actor=lab.researcher,
+                booking_id=booking.id or 0,
+                to_user_id=to_user.user_id,
+            )
+        assert codes(refused) == [code]
+    assert (booking.user_id, booking.version) == (lab.researcher.user_id, 0)
+
+
+def test_users_without_an_organisation_are_not_colleagues(session: Session, lab: Lab) -> None:
+    loner, stranger = researcher_of(session, None), researcher_of(session, None)
+    for user in (loner, stranger):
+        qualify(session, user.user_id, lab.instrument)
+    booking = book(
+        session, loner, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
+    )
+    with pytest.raises(RuleViolation) as refused:
+        service.hand_over(
+            session, actor=loner, booking_id=booking.id or 0, to_user_id=stranger.user_id
+        )
+    assert codes(refused) == ["not_colleague"]
+
+
+# --- Using the instrument ------------------------------------------------------------------
+
+
+def test_check_in_opens_fifteen_minutes_before_the_start(session: Session, lab: Lab) -> None:
+    booking = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 12:00", instrument=lab.instrument
+    )
+    with frozen(at("2026-12-01 09:44")), pytest.raises(Conflict) as refused:
+        service.check_in(session, actor=lab.researcher, booking_id=booking.id or 0, policy=POLICY)
+    assert refused.value.code == "too_early"
+    with frozen(at("2026-12-01 09:45")):
+        checked_in = service.check_in(
+            session, actor=lab.researcher, booking_id=booking.id or 0, policy=POLICY
+        )
+    assert (checked_in.status, checked_in.checked_in_at) == (S.IN_USE, at("2026-12-01 09:45"))
+    assert audit_trail(session, checked_in) == ["booking.confirmed", "booking.checked_in"]
+    assert announced(session, checked_in) == ["booking.confirmed", "booking.checked_in"]
+
+
+def test_a_booking_that_is_over_cannot_be_checked_in(session: Session, lab: Lab) -> None:
+    booking = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 12:00", instrument=lab.instrument
+    )
+    with frozen(at("2026-12-01 12:00")), pytest.raises(Conflict) as refused:
+        service.check_in(session, actor=lab.researcher, booking_id=booking.id or 0, policy=POLICY)
+    assert refused.value.code == "too_late"
+
+
+def test_an_early_check_in_waits_while_the_instrument_is_in_use(session: Session, lab: Lab) -> None:
+    first = book(
+        session, lab.colleague, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
+    )
+    second = book(
+        session, lab.researcher, "2026-12-01 11:00", "2026-12-01 12:00", instrument=lab.instrument
+    )
+    with frozen(at("2026-12-01 10:00")):
+        service.check_in(session, actor=lab.colleague, booking_id=first.id or 0, policy=POLICY)
+    with frozen(at("2026-12-01 10:50")), pytest.raises(Conflict) as refused:
+        service.check_in(session, actor=lab.researcher, booking_id=second.id or 0, policy=POLICY)
+    assert refused.value.code == "instrument_busy"
+    with frozen(at("2026-12-01 11:00")):  # at its own start it may, overrun or not
+        checked_in = service.check_in(
+            session, actor=lab.researcher, booking_id=second.id or 0, policy=POLICY
+        )
+    assert checked_in.status == S.IN_USE
+
+
+def test_check_out_completes_the_booking_with_exactly_one_usage_record(
+    session: Session, lab: Lab
+) -> None:
+    booking = book(
+        session,
+        lab.researcher,
+        "2026-12-01 10:00",
+        "2026-12-01 12:00",
+        instrument=lab.instrument,
+        sample_count=3,
+    )
+    with frozen(at("2026-12-01 09:50")):
+        service.check_in(session, actor=lab.researcher, booking_id=booking.id or 0, policy=POLICY)
+    with frozen(at("2026-12-01 12:10")):
+        usage = service.check_out(
+            session, actor=lab.researcher, booking_id=booking.id or 0, samples=5
+        )
+    assert (usage.booking_id, usage.user_id, usage.operator_id) == (
+        booking.id,
+        lab.researcher.user_id,
+        lab.researcher.user_id,
+    )
+    # The overrun is recorded as it happened; the booking's held range stays as it was.
+    assert (usage.started_at, usage.ended_at) == (at("2026-12-01 09:50"), at("2026-12-01 12:10"))
+    assert (usage.samples, usage.organisation_id) == (5, lab.organisation.id)
+    session.refresh(booking)
+    assert (booking.status, booking.held_until) == (S.COMPLETED, at("2026-12-01 12:00"))
+    assert last_audit(session, booking).data["usage_record_id"] == usage.id
+    assert announced(session, booking)[-1] == "booking.completed"
+    with frozen(at("2026-12-01 12:11")), pytest.raises(Conflict):
+        service.check_out(session, actor=lab.researcher, booking_id=booking.id or 0)
+    records = session.exec(
+        select(func.count()).select_from(UsageRecord).where(UsageRecord.booking_id == booking.id)
+    ).one()
+    assert records == 1
+
+
+def test_staff_checking_out_a_staff_operated_booking_are_its_operator(
+    session: Session, lab: Lab
+) -> None:
+    booking = book(
+        session,
+        lab.manager,
+        "2026-12-01 10:00",
+        "2026-12-01 12:00",
+        instrument=lab.instrument,
+        operated_by=STAFF,
+        user_id=lab.outsider.user_id,
+        sample_count=4,
+    )
+    with frozen(at("2026-12-01 10:00")):
+        service.check_in(session, actor=lab.manager, booking_id=booking.id or 0, policy=POLICY)
+    with frozen(at("2026-12-01 11:30")):
+        usage = service.check_out(session, actor=lab.manager, booking_id=booking.id or 0)
+    assert (usage.user_id, usage.operator_id, usage.samples) == (
+        lab.outsider.user_id,
+        lab.manager.user_id,
+        4,
+    )
+
+
+# --- The worker's transitions --------------------------------------------------------------
+
+
+def test_unanswered_requests_expire_exactly_once(session: Session, lab: Lab) -> None:
+    due = book(
+        session,
+        lab.researcher,
+        "2026-12-01 10:00",
+        "2026-12-01 11:00",
+        instrument=lab.instrument,
+        operated_by=STAFF,
+    )
+    later = book(
+        session,
+        lab.researcher,
+        "2026-12-10 10:00",
+        "2026-12-10 11:00",
+        instrument=lab.instrument,
+        operated_by=STAFF,
+    )
+    with frozen(at("2026-12-01 09:59")):
+        assert service.expire_pending(session) == 0
+    with frozen(at("2026-12-01 10:00")):
+        assert service.expire_pending(session) == 1
+        assert service.expire_pending(session) == 0
+    session.refresh(due)
+    session.refresh(later)
+    assert (due.status, later.status) == (S.EXPIRED, S.PENDING)
+    assert audit_trail(session, due) == ["booking.requested", "booking.expired"]
+    assert announced(session, due) == ["booking.requested", "booking.expired"]
+    assert last_audit(session, due).actor_id is None
+    with frozen(at("2026-12-02 09:00")):  # 48 hours after the request
+        assert service.expire_pending(session) == 1
+    session.refresh(later)
+    assert later.status == S.EXPIRED
+
+
+def test_nobody_checking_in_by_start_plus_grace_is_a_no_show_marked_once(
+    session: Session, lab: Lab
+) -> None:
+    absent = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
+    )
+    present = book(
+        session, lab.colleague, "2026-12-01 11:00", "2026-12-01 12:00", instrument=lab.instrument
+    )
+    with frozen(at("2026-12-01 10:14")):
+        assert service.mark_no_shows(session, policy=POLICY) == 0
+    with frozen(at("2026-12-01 10:15")):
+        assert service.mark_no_shows(session, policy=POLICY) == 1
+        assert service.mark_no_shows(session, policy=POLICY) == 0
+    with frozen(at("2026-12-01 11:05")):
+        service.check_in(session, actor=lab.colleague, booking_id=present.id or 0, policy=POLICY)
+    with frozen(at("2026-12-01 11:30")):
+        assert service.mark_no_shows(session, policy=POLICY) == 0
+    session.refresh(absent)
+    session.refresh(present)
+    assert (absent.status, present.status) == (S.NO_SHOW, S.IN_USE)
+    assert audit_trail(session, absent) == ["booking.confirmed", "booking.no_show"]
+    assert announced(session, absent) == ["booking.confirmed", "booking.no_show"]
+
+
+# --- Usage without or after a booking ------------------------------------------------------
+
+
+def walk_in(lab: Lab, **changes: Any) -> UsageRecordCreate:
+    values: dict[str, Any] = {
+        "instrument_id": lab.instrument.id,
+        "user_id": lab.outsider.user_id,
+        "started_at": at("2026-11-27 14:00"),
+        "ended_at": at("2026-11-27 16:00"),
+        "samples": 2,
+        "note": "Walk-in",
+    }
+    return UsageRecordCreate.model_validate(values | changes)
+
+
+def test_a_lab_manager_records_a_walk_in_use(session: Session, lab: Lab) -> None:
+    usage = service.record_walk_in(session, actor=lab.manager, data=walk_in(lab))
+    assert (usage.booking_id, usage.user_id, usage.operator_id) == (
+        None,
+        lab.outsider.user_id,
+        lab.manager.user_id,
+    )
+    assert usage.organisation_id == lab.outsider.user.organisation_id
+    entry = session.exec(
+        select(AuditEntry).where(
+            AuditEntry.action == "usage.recorded", AuditEntry.subject_id == str(usage.id)
+        )
+    ).one()
+    assert entry.actor_id == lab.manager.user_id
+
+
+def test_only_the_facilitys_lab_manager_records_walk_ins(session: Session, lab: Lab) -> None:
+    with pytest.raises(PermissionDenied):
+        service.record_walk_in(session, actor=lab.researcher, data=walk_in(lab))
+    with pytest.raises(NotFound):
+        service.record_walk_in(session, actor=lab_manager_elsewhere(session), data=walk_in(lab))
+    with pytest.raises(RuleViolation) as refused:
+        service.record_walk_in(
+            session,
+            actor=lab.manager,
+            data=walk_in(lab, started_at=at("2026-11-30 10:00"), ended_at=at("2026-11-30 11:00")),
+        )
+    assert codes(refused) == ["in_future"]
+
+
+def test_a_lab_manager_corrects_a_usage_record_and_the_audit_keeps_the_values_before(
+    session: Session, lab: Lab
+) -> None:
+    usage = service.record_walk_in(session, actor=lab.manager, data=walk_in(lab))
+    correction = UsageRecordCorrection(
+        ended_at=at("2026-11-27 15:30"), samples=3, note="Left early; one more sample."
+    )
+    with pytest.raises(PermissionDenied):
+        service.correct_usage(session, actor=lab.outsider, usage_id=usage.id or 0, data=correction)
+    with pytest.raises(NotFound):
+        service.correct_usage(
+            session, actor=lab_manager_elsewhere(session), usage_id=usage.id or 0, data=correction
+        )
+    corrected = service.correct_usage(
+        session, actor=lab.manager, usage_id=usage.id or 0, data=correction
+    )
+    assert (corrected.started_at, corrected.ended_at, corrected.samples) == (
+        at("2026-11-27 14:00"),
+        at("2026-11-27 15:30"),
+        3,
+    )
+    assert (corrected.corrected_by_id, corrected.corrected_at) == (lab.manager.user_id, NOW)
+    entry = session.exec(
+        select(AuditEntry).where(
+            AuditEntry.action == "usage.corrected", AuditEntry.subject_id == str(usage.id)
+        )
+    ).one()
+    assert entry.data["before"] == {
+        "started_at": at("2026-11-27 14:00").isoformat(),
+        "ended_at": at("2026-11-27 16:00").isoformat(),
+        "samples": 2,
+    }
+    assert entry.data["note"] == "Left early; one more sample."
+
+
+# --- Overnight runs and free time ----------------------------------------------------------
+
+
+def test_an_unattended_run_crosses_midnight_and_spans_days(session: Session, lab: Lab) -> None:
+    always_open = make_facility(
+        session,
+        organisation=lab.organisation,
+        opening_hours=[OpeningSpanIn(weekday=d, start="00:00", end="24:00") for d in range(7)],
+    )
+    nmr = make_instrument(
+        session,
+        facility=always_open,
+        unattended_runs_allowed=True,
+        max_duration_minutes=3 * 24 * 60,
+    )
+    qualify(session, lab.researcher.user_id, nmr)
+    qualify(session, lab.colleague.user_id, nmr)
+    run = book(session, lab.researcher, "2026-12-01 20:00", "2026-12-03 08:00", instrument=nmr)
+    assert run.status == S.CONFIRMED
+    with pytest.raises(Conflict) as refused:
+        book(session, lab.colleague, "2026-12-02 02:00", "2026-12-02 04:00", instrument=nmr)
+    assert refused.value.code == "overlap"
+    free = queries.availability(
+        session, instrument_id=nmr.id or 0, start=at("2026-12-01 00:00"), end=at("2026-12-04 00:00")
+    )
+    assert free == [
+        (at("2026-12-01 00:00"), at("2026-12-01 20:00")),
+        (at("2026-12-03 08:00"), at("2026-12-04 00:00")),
+    ]
+
+
+def test_an_unattended_run_starts_in_opening_hours_and_runs_through_the_night(
+    session: Session, lab: Lab
+) -> None:
+    overnight = another_instrument(
+        session, lab, unattended_runs_allowed=True, max_duration_minutes=24 * 60
+    )
+    run = book(
+        session, lab.researcher, "2026-12-01 16:00", "2026-12-02 10:00", instrument=overnight
+    )
+    assert run.status == S.CONFIRMED
+    with pytest.raises(RuleViolation) as refused:
+        book(session, lab.researcher, "2026-12-02 18:00", "2026-12-03 10:00", instrument=overnight)
+    assert codes(refused) == ["outside_opening_hours"]
+
+
+def test_availability_after_an_outage_over_several_days(session: Session, lab: Lab) -> None:
+    instruments.create_outage(
+        session,
+        actor=None,
+        data=OutageCreate(
+            instrument_id=lab.instrument.id,
+            start_at=at("2026-12-01 12:00"),
+            end_at=at("2026-12-03 12:00"),
+            kind=OutageKind.CALIBRATION,
+        ),
+    )
+    free = queries.availability(
+        session,
+        instrument_id=lab.instrument.id or 0,
+        start=at("2026-11-30 00:00"),
+        end=at("2026-12-05 00:00"),
+    )
+    assert free == [
+        (at("2026-11-30 09:00"), at("2026-11-30 17:00")),
+        (at("2026-12-01 09:00"), at("2026-12-01 12:00")),
+        (at("2026-12-03 12:00"), at("2026-12-03 17:00")),
+        (at("2026-12-04 09:00"), at("2026-12-04 17:00")),
+    ]
+    with pytest.raises(RuleViolation) as refused:
+        book(
+            session,
+            lab.researcher,
+            "2026-12-02 10:00",
+            "2026-12-02 11:00",
+            instrument=lab.instrument,
+        )
+    assert codes(refused) == ["during_outage"]
+
+
+def test_a_facility_wide_outage_closes_every_instrument(session: Session, lab: Lab) -> None:
+    second = another_instrument(session, lab)
+    instruments.create_outage(
+        session,
+        actor=None,
+        data=OutageCreate(
+            facility_id=lab.facility.id,
+            start_at=at("2026-12-01 00:00"),
+            end_at=at("2026-12-02 00:00"),
+            kind=OutageKind.MAINTENANCE,
+        ),
+    )
+    free = queries.free_time(
+        session,
+        instrument_ids=[lab.instrument.id or 0, second.id or 0],
+        start=at("2026-12-01 00:00"),
+        end=at("2026-12-03 00:00"),
+    )
+    day_two = [(at("2026-12-02 09:00"), at("2026-12-02 17:00"))]
+    assert free == {lab.instrument.id: day_two, second.id: day_two}
+
+
+def test_free_time_is_bookable_as_shown_counting_buffers(session: Session, lab: Lab) -> None:
+    buffered = another_instrument(session, lab, buffer_minutes=30)
+    book(session, lab.colleague, "2026-12-01 13:00", "2026-12-01 14:00", instrument=buffered)
+    free = queries.availability(
+        session,
+        instrument_id=buffered.id or 0,
+        start=at("2026-12-01 00:00"),
+        end=at("2026-12-02 00:00"),
+    )
+    assert free == [
+        (at("2026-12-01 09:00"), at("2026-12-01 12:30")),
+        (at("2026-12-01 14:30"), at("2026-12-01 17:00")),
+    ]
+    for start, end in free:
+        booking = service.create_booking(
+            session,
+            actor=lab.researcher,
+            data=BookingCreate(instrument_id=buffered.id or 0, start=start, end=end),
+            policy=POLICY,
+        )
+        assert booking.status == S.CONFIRMED
