@@ -84,7 +84,7 @@ def booking_payload(booking: Booking) -> dict[str, Any]:
     }
 
 
-def _record(
+def record_change(
     session: Session, booking: Booking, *, actor_id: int | None, action: str, **data: Any
 ) -> None:
     """Audit and announce a booking's change in the current transaction."""
@@ -276,7 +276,7 @@ def suspension_until(session: Session, *, user_id: int, policy: BookingPolicy) -
     return until if until > current else None
 
 
-def _overlaps(
+def overlapping(
     session: Session, instrument_id: int, start: datetime, until: datetime
 ) -> list[Booking]:
     return list(
@@ -306,7 +306,7 @@ def _overlap_problems(found: Sequence[Booking]) -> list[Problem]:
     ]
 
 
-def _insert(session: Session, booking: Booking) -> Booking:
+def insert_held(session: Session, booking: Booking) -> Booking:
     """Insert a held booking; the database refuses an overlap (409), whatever raced us."""
     if session.get_bind().dialect.name == "postgresql":
         values = booking.model_dump(exclude={"id"})
@@ -315,7 +315,9 @@ def _insert(session: Session, booking: Booking) -> Booking:
             pg_insert(Booking).values(**values).on_conflict_do_nothing().returning(col(Booking.id))
         ).scalar()
         if inserted is None:
-            found = _overlaps(session, booking.instrument_id, booking.start_at, booking.held_until)
+            found = overlapping(
+                session, booking.instrument_id, booking.start_at, booking.held_until
+            )
             raise Conflict(
                 "The time is already booked.", code="overlap", problems=_overlap_problems(found)
             )
@@ -329,7 +331,7 @@ def _insert(session: Session, booking: Booking) -> Booking:
     except IntegrityError as exc:
         if "overlap" not in str(exc.orig):
             raise
-        found = _overlaps(session, booking.instrument_id, booking.start_at, booking.held_until)
+        found = overlapping(session, booking.instrument_id, booking.start_at, booking.held_until)
         raise Conflict(
             "The time is already booked.", code="overlap", problems=_overlap_problems(found)
         ) from exc
@@ -447,26 +449,43 @@ def _check_request(
         problems.append(
             Problem("unknown_override", f"Nothing to override: {', '.join(unknown)}.", "override")
         )
-    overlapping = []
+    taken: list[Booking] = []
     if end > start:
-        overlapping = [
+        taken = [
             b
-            for b in _overlaps(
+            for b in overlapping(
                 session, instrument_id, start, rules.held_until(end, instrument.buffer_minutes)
             )
             if b.id != ignore_booking_id
         ]
     if problems:
-        raise RuleViolation(problems + _overlap_problems(overlapping))
-    if overlapping:
+        raise RuleViolation(problems + _overlap_problems(taken))
+    if taken:
         raise Conflict(
-            "The time is already booked.", code="overlap", problems=_overlap_problems(overlapping)
+            "The time is already booked.", code="overlap", problems=_overlap_problems(taken)
         )
 
     automatic = instrument.approval_mode == ApprovalMode.AUTOMATIC_FOR_QUALIFIED
     confirmed = manager or (automatic and operated_by is OperatedBy.SELF and qualified)
     status = BookingStatus.CONFIRMED if confirmed else BookingStatus.PENDING
     return _Checked(instrument, facility, user, status, overridden)
+
+
+def organisation_of(session: Session, user_id: int) -> int | None:
+    return session.exec(select(User.organisation_id).where(User.id == user_id)).first()
+
+
+def _offer_freed_time(session: Session, booking: Booking) -> None:
+    """Held time was freed: the waitlist may offer it to someone (imported here, late, because
+    the waitlist module builds on this one)."""
+    from booking import waitlist
+
+    waitlist.offer_freed_time(
+        session,
+        instrument_id=booking.instrument_id,
+        start=booking.start_at,
+        until=booking.held_until,
+    )
 
 
 def check_rate(session: Session, *, user_id: int, policy: BookingPolicy) -> None:
@@ -538,9 +557,9 @@ def create_booking(
         created_at=current,
         updated_at=current,
     )
-    booking = _insert(session, booking)
+    booking = insert_held(session, booking)
     action = "confirmed" if booking.status is BookingStatus.CONFIRMED else "requested"
-    _record(
+    record_change(
         session,
         booking,
         actor_id=booking.created_by_id,
@@ -566,7 +585,7 @@ def approve(session: Session, *, actor: Principal | None, booking_id: int) -> Bo
         decided_at=now(),
         expires_at=None,
     )
-    _record(session, booking, actor_id=actor.user_id if actor else None, action="confirmed")
+    record_change(session, booking, actor_id=actor.user_id if actor else None, action="confirmed")
     return booking
 
 
@@ -583,13 +602,14 @@ def reject(session: Session, *, actor: Principal | None, booking_id: int, reason
         decided_at=now(),
         reason=reason,
     )
-    _record(
+    record_change(
         session,
         booking,
         actor_id=actor.user_id if actor else None,
         action="rejected",
         reason=reason,
     )
+    _offer_freed_time(session, booking)
     return booking
 
 
@@ -617,7 +637,7 @@ def cancel(
     _transition(
         session, booking, "cancel", BookingStatus.CANCELLED, reason=reason, late_cancellation=late
     )
-    _record(
+    record_change(
         session,
         booking,
         actor_id=actor.user_id if actor else None,
@@ -625,6 +645,7 @@ def cancel(
         reason=reason,
         late=late,
     )
+    _offer_freed_time(session, booking)
     return booking
 
 
@@ -692,7 +713,7 @@ def move(
         created_at=current,
         updated_at=current,
     )
-    new = _insert(session, new)
+    new = insert_held(session, new)
     session.execute(
         sa.update(Booking)
         .where(col(Booking.id) == old.id)
@@ -701,14 +722,15 @@ def move(
     )
     session.refresh(old)
     actor_id = actor.user_id if actor else None
-    _record(session, old, actor_id=actor_id, action="moved", replaced_by_id=new.id)
-    _record(
+    record_change(session, old, actor_id=actor_id, action="moved", replaced_by_id=new.id)
+    record_change(
         session,
         new,
         actor_id=actor_id,
         action="rescheduled",
         replaces_booking_id=old.id,
     )
+    _offer_freed_time(session, old)
     return new
 
 
@@ -754,7 +776,7 @@ def hand_over(
         )
     previous = booking.user_id
     _transition(session, booking, "hand_over", BookingStatus(booking.status), user_id=to_user_id)
-    _record(
+    record_change(
         session,
         booking,
         actor_id=actor.user_id if actor else None,
@@ -792,7 +814,7 @@ def check_in(
                 code="instrument_busy",
             )
     _transition(session, booking, "check_in", BookingStatus.IN_USE, checked_in_at=current)
-    _record(session, booking, actor_id=actor.user_id if actor else None, action="checked_in")
+    record_change(session, booking, actor_id=actor.user_id if actor else None, action="checked_in")
     return booking
 
 
@@ -820,7 +842,7 @@ def check_out(
     )
     session.add(usage)
     session.flush()
-    _record(
+    record_change(
         session,
         booking,
         actor_id=actor.user_id if actor else None,
@@ -858,7 +880,8 @@ def expire_pending(session: Session, *, limit: int = 500) -> int:
             )
         except DomainError:
             continue  # another worker got there first
-        _record(session, booking, actor_id=None, action="expired")
+        record_change(session, booking, actor_id=None, action="expired")
+        _offer_freed_time(session, booking)
         done += 1
     return done
 
@@ -882,7 +905,7 @@ def mark_no_shows(session: Session, *, policy: BookingPolicy, limit: int = 500) 
             _transition(session, booking, "no_show", BookingStatus.NO_SHOW)
         except DomainError:
             continue
-        _record(session, booking, actor_id=None, action="no_show")
+        record_change(session, booking, actor_id=None, action="no_show")
         done += 1
     return done
 
