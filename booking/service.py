@@ -387,7 +387,9 @@ def _check_request(
         )
     qualified = (
         not instrument.requires_qualification
-        or instruments.valid_qualification(session, user_id=user_id, instrument_id=instrument_id)
+        or instruments.valid_qualification(
+            session, user_id=user_id, instrument_id=instrument_id, until=end
+        )
         is not None
     )
     if operated_by is OperatedBy.SELF and not qualified and not problems:
@@ -576,6 +578,8 @@ def approve(session: Session, *, actor: Principal | None, booking_id: int) -> Bo
     booking = visible_booking(session, actor=actor, booking_id=booking_id)
     _require_manager(actor, booking, "approve")
     _require_status(booking, "approve")
+    if booking.expires_at is not None and booking.expires_at <= now():
+        raise Conflict("The request has expired; the booker may ask again.", code="request_expired")
     _transition(
         session,
         booking,

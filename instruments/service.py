@@ -672,10 +672,11 @@ def is_valid(qualification: Qualification, at: datetime) -> bool:
 
 
 def valid_qualification(
-    session: Session, *, user_id: int, instrument_id: int
+    session: Session, *, user_id: int, instrument_id: int, until: datetime | None = None
 ) -> Qualification | None:
-    """The user's qualification on the instrument that is valid now, if any."""
-    current = now()
+    """The user's qualification on the instrument that is valid now (and still at ``until``,
+    e.g. the end of a booking), if any."""
+    current = max(now(), until) if until is not None else now()
     return session.exec(
         select(Qualification).where(
             Qualification.user_id == user_id,

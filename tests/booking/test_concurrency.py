@@ -278,3 +278,32 @@ def test_racing_acceptances_never_exceed_a_days_sample_capacity(
     assert accepted == 10
     assert counter is not None
     assert counter.accepted_samples == 10
+
+
+def test_a_retry_racing_its_first_attempt_gets_the_same_answer(
+    fresh_database: Database, tmp_path: Path
+) -> None:
+    instrument_id = round_the_clock_instrument(fresh_database)
+    token = tokens_for_users(fresh_database, 1)[0]
+    start = (now() + timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+    body = {
+        "instrument_id": instrument_id,
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=1)).isoformat(),
+    }
+    with served(fresh_database.url, tmp_path / "server.log", workers=2) as base_url:
+
+        def send(attempt: int) -> httpx.Response:
+            return httpx.post(
+                f"{base_url}/api/v1/bookings",
+                json=body,
+                timeout=WAIT_S,
+                headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "order-2026-001"},
+            )
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(pool.map(send, range(4)))
+    assert [a.status_code for a in answers] == [201] * 4, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    with fresh_database.transaction(write=False) as session:
+        assert session.exec(select(func.count()).select_from(Booking)).one() == 1

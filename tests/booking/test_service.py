@@ -1266,3 +1266,41 @@ def test_free_time_is_bookable_as_shown_counting_buffers(session: Session, lab: 
             policy=POLICY,
         )
         assert booking.status == S.CONFIRMED
+
+
+def test_a_request_past_its_expiry_cannot_be_approved_even_before_the_worker_runs(
+    session: Session, lab: Lab
+) -> None:
+    pending = book(
+        session,
+        lab.researcher,
+        "2026-12-03 10:00",
+        "2026-12-03 11:00",
+        instrument=lab.instrument,
+        operated_by=OperatedBy.STAFF,
+    )
+    assert pending.expires_at is not None
+    with frozen(pending.expires_at), pytest.raises(Conflict) as refused:
+        service.approve(session, actor=lab.manager, booking_id=pending.id or 0)
+    assert refused.value.code == "request_expired"
+
+
+def test_a_qualification_that_lapses_before_the_booking_ends_does_not_count(
+    session: Session, lab: Lab
+) -> None:
+    instrument = make_instrument(session, facility=lab.facility)
+    instruments.grant_qualification(
+        session,
+        actor=None,
+        data=QualificationGrant(
+            user_id=lab.researcher.user_id,
+            instrument_id=instrument.id or 0,
+            expires_at=at("2026-12-02 12:00"),
+        ),
+    )
+    assert book(
+        session, lab.researcher, "2026-12-02 09:00", "2026-12-02 11:00", instrument=instrument
+    )
+    with pytest.raises(PermissionDenied) as refused:
+        book(session, lab.researcher, "2026-12-02 13:00", "2026-12-02 14:00", instrument=instrument)
+    assert refused.value.code == "not_qualified"

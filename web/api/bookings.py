@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from booking import queries, service
@@ -115,7 +116,22 @@ def create_booking(
             session.flush()
         return answer
 
-    return commit_with_retries(session, work)
+    try:
+        return commit_with_retries(session, work)
+    except (DomainError, IntegrityError):
+        if not idempotency_key:
+            raise
+        # A retry that raced its first attempt: once that one committed, answer what it got.
+        session.rollback()
+        earlier = session.exec(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.user_id == principal.user_id,
+                IdempotencyRecord.key == idempotency_key,
+            )
+        ).first()
+        if earlier is None or earlier.request_hash != request_hash:
+            raise
+        return JSONResponse(earlier.response, status_code=earlier.status_code)
 
 
 class BookingList(Paginated[BookingRead]):
