@@ -89,3 +89,31 @@ def list_entries(
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
     rows = session.exec(query.order_by(col(AuditEntry.id).desc()).offset(offset).limit(limit)).all()
     return list(rows), total
+
+
+def apply_update(
+    session: Session,
+    subject: SQLModel,
+    changes: dict[str, Any],
+    *,
+    actor_id: int | None,
+    action: str,
+    subject_type: str,
+    also_changed: list[str] | None = None,
+) -> None:
+    """Set the changed fields, stamp ``updated_at``, flush, and audit which fields changed
+    (``also_changed`` names what the caller changed elsewhere, e.g. linked rows)."""
+    for key, value in changes.items():
+        setattr(subject, key, value)
+    if hasattr(subject, "updated_at"):
+        subject.updated_at = now()
+    session.add(subject)
+    session.flush()
+    record(
+        session,
+        actor_id=actor_id,
+        action=action,
+        subject_type=subject_type,
+        subject_id=getattr(subject, "id", None) or 0,
+        data={"changed": sorted([*changes, *(also_changed or [])])},
+    )

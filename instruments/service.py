@@ -197,20 +197,15 @@ def update_facility(
     raise_if(_facility_problems(session, changes))
     if "name" in changes:
         _ensure_unique_facility_name(session, changes["name"], facility_id)
-    for key, value in changes.items():
-        setattr(facility, key, value)
-    facility.updated_at = now()
     if CALENDAR_FIELDS & changes.keys():
         _calendar_changed(facility)
-    session.add(facility)
-    session.flush()
-    audit.record(
+    audit.apply_update(
         session,
+        facility,
+        changes,
         actor_id=_actor_id(actor),
         action="facility.updated",
         subject_type="facility",
-        subject_id=facility_id,
-        data={"changed": sorted(changes)},
     )
     return facility
 
@@ -571,18 +566,14 @@ def update_testing_service(
     if data.instrument_ids is not None:
         _check_service_instruments(session, service.facility_id, data.instrument_ids)
         _link_instruments(session, service_id, data.instrument_ids)
-    for key, value in changes.items():
-        setattr(service, key, value)
-    service.updated_at = now()
-    session.add(service)
-    session.flush()
-    audit.record(
+    audit.apply_update(
         session,
+        service,
+        changes,
+        also_changed=["instrument_ids"] if data.instrument_ids is not None else [],
         actor_id=_actor_id(actor),
         action="testing_service.updated",
         subject_type="testing_service",
-        subject_id=service_id,
-        data={"changed": sorted(data.model_dump(exclude_unset=True))},
     )
     return service
 

@@ -120,18 +120,13 @@ def update_organisation(
     _ensure_unique_organisation(
         session, name=merged["name"], credit_code=merged["credit_code"], exclude_id=organisation.id
     )
-    for key, value in changes.items():
-        setattr(organisation, key, value)
-    organisation.updated_at = now()
-    session.add(organisation)
-    session.flush()
-    audit.record(
+    audit.apply_update(
         session,
+        organisation,
+        changes,
         actor_id=actor_id,
         action="organisation.updated",
         subject_type="organisation",
-        subject_id=organisation_id,
-        data={"changed": sorted(changes)},
     )
     return organisation
 
@@ -246,18 +241,8 @@ def update_user(session: Session, *, actor_id: int | None, user_id: int, data: U
     raise_if(_user_problems(changes, session))
     if changes.get("is_active") is False:
         _ensure_another_admin_remains(session, losing_user_id=user_id)
-    for key, value in changes.items():
-        setattr(user, key, value)
-    user.updated_at = now()
-    session.add(user)
-    session.flush()
-    audit.record(
-        session,
-        actor_id=actor_id,
-        action="user.updated",
-        subject_type="user",
-        subject_id=user_id,
-        data={"changed": sorted(changes)},
+    audit.apply_update(
+        session, user, changes, actor_id=actor_id, action="user.updated", subject_type="user"
     )
     return user
 
