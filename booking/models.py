@@ -57,6 +57,11 @@ class Booking(SQLModel, table=True):
     late_cancellation: bool = False
     replaced_by_id: int | None = Field(default=None, foreign_key="booking.id")
     series_id: int | None = Field(default=None, foreign_key="booking_series.id", index=True)
+    calendar_uid: str | None = Field(
+        default=None,
+        max_length=100,
+        description="A moved booking keeps its first booking's calendar UID; empty: booking-{id}.",
+    )
     attention: str = Field(
         default="", max_length=300, description="Why a manager should look, e.g. a new outage."
     )

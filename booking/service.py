@@ -703,8 +703,11 @@ def move(
                 "late_cancellation",
                 "decided_by_id",
                 "decided_at",
+                "calendar_uid",
             }
         ),
+        # The calendar event is the same one, moved: same UID, a higher SEQUENCE (version).
+        calendar_uid=old.calendar_uid or f"booking-{old.id}",
         start_at=start,
         end_at=end,
         held_until=rules.held_until(end, checked.instrument.buffer_minutes),

@@ -12,6 +12,7 @@ TABLE_MODULES = (
     "core.platform",
     "instruments.models",
     "booking.models",
+    "notifications.models",
 )
 for module in TABLE_MODULES:
     importlib.import_module(module)
