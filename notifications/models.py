@@ -30,7 +30,9 @@ class Delivery(SQLModel, table=True):
 
     __tablename__ = "delivery"
     __table_args__ = (
-        sa.UniqueConstraint("event_id", "channel", "recipient", name="uq_delivery_event_channel_recipient"),
+        sa.UniqueConstraint(
+            "event_id", "channel", "recipient", name="uq_delivery_event_channel_recipient"
+        ),
         sa.Index("ix_delivery_status_next_attempt_at", "status", "next_attempt_at"),
     )
 
@@ -39,7 +41,9 @@ class Delivery(SQLModel, table=True):
     channel: Channel = Field(sa_type=enum_type(Channel, 10))
     recipient: str = Field(max_length=300, description="An e-mail address, user id or endpoint id.")
     user_id: int | None = Field(default=None, foreign_key="app_user.id", index=True)
-    status: DeliveryStatus = Field(default=DeliveryStatus.PENDING, sa_type=enum_type(DeliveryStatus, 20))
+    status: DeliveryStatus = Field(
+        default=DeliveryStatus.PENDING, sa_type=enum_type(DeliveryStatus, 20)
+    )
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=now, sa_column=utc_column())
     claimed_by: str | None = Field(default=None, max_length=100)
