@@ -70,6 +70,22 @@ class Settings(BaseSettings):
         default=True, description="Anyone may read the catalogue without logging in."
     )
 
+    smtp_host: str = Field(
+        default="", description="Empty: e-mail is off (in-app notices still work)."
+    )
+    smtp_port: int = 25
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "labshare <noreply@labshare.local>"
+    smtp_timeout_s: float = 10.0
+    delivery_max_attempts: int = Field(
+        default=8, description="Then a delivery is parked as failed."
+    )
+    delivery_lease_s: int = Field(default=120, description="A claimed delivery's lease.")
+    reminder_offsets_minutes: list[int] = Field(default_factory=lambda: [24 * 60, 60])
+    webhook_timeout_s: float = 5.0
+
     log_level: str = "INFO"
     log_json: bool = True
 

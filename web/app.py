@@ -20,6 +20,7 @@ from web.api import auth as auth_api
 from web.api import bookings as bookings_api
 from web.api import health
 from web.api import instruments as instruments_api
+from web.api import notifications as notifications_api
 from web.api import scheduling as scheduling_api
 from web.api import service_requests as service_requests_api
 from web.errors import install_error_handlers
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(bookings_api.router)
     app.include_router(scheduling_api.router)
     app.include_router(service_requests_api.router)
+    app.include_router(notifications_api.router)
     app.include_router(account_pages.router)
 
     @app.get("/docs", include_in_schema=False)

@@ -8,7 +8,9 @@ happens exactly once. The notifications package adds outbox delivery to the same
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -21,6 +23,7 @@ from booking.service import BookingPolicy
 from core.auth import service as auth
 from core.db import Database
 from core.settings import Settings
+from notifications import service as notifications
 
 log = logging.getLogger("labshare.worker")
 
@@ -31,6 +34,8 @@ def jobs(settings: Settings) -> list[tuple[str, Callable[[Session], int]]]:
         ("pending requests expired", lambda session: booking.expire_pending(session)),
         ("no-shows marked", lambda session: booking.mark_no_shows(session, policy=policy)),
         ("waitlist offers lapsed", lambda session: waitlist.expire_offers(session)),
+        ("reminders announced", lambda session: notifications.emit_reminders(session, settings)),
+        ("events dispatched", lambda session: notifications.dispatch_events(session, settings)),
         (
             "old login failures forgotten",
             lambda session: auth.forget_old_login_failures(session, settings),
@@ -38,8 +43,9 @@ def jobs(settings: Settings) -> list[tuple[str, Callable[[Session], int]]]:
     ]
 
 
-def run_once(database: Database, settings: Settings) -> dict[str, int]:
-    """Run every job once, each in its own transaction; a failing job does not stop the rest."""
+def run_once(database: Database, settings: Settings, *, worker: str = "") -> dict[str, int]:
+    """Run every job once, each in its own transaction; a failing job does not stop the rest.
+    Then send what is due (outside any transaction: a slow mail server holds no lock)."""
     done: dict[str, int] = {}
     for name, job in jobs(settings):
         try:
@@ -50,6 +56,13 @@ def run_once(database: Database, settings: Settings) -> dict[str, int]:
             done[name] = -1
         if done[name] > 0:
             log.info("%s: %d", name, done[name])
+    try:
+        done["deliveries sent"] = notifications.deliver_due(
+            database, settings, worker=worker or None
+        )
+    except Exception:
+        log.exception("delivery failed")
+        done["deliveries sent"] = -1
     return done
 
 
@@ -63,6 +76,7 @@ def run_forever(database: Database, settings: Settings, *, interval_s: float) ->
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    worker = f"{socket.gethostname()}-{os.getpid()}"
     while not stop.is_set():
-        run_once(database, settings)
+        run_once(database, settings, worker=worker)
         stop.wait(interval_s)

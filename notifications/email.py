@@ -1,0 +1,90 @@
+"""E-mail: composing a message in the recipient's language and handing it to an SMTP server.
+
+Sending happens only in the worker, never inside a request. A refusal that will not change
+(the server refuses the recipient) is permanent; a connection failure or timeout is not.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from core.settings import Settings
+
+
+class PermanentFailure(Exception):
+    """Retrying will not help (e.g. the recipient address is refused)."""
+
+
+class TemporaryFailure(Exception):
+    """Retry later (server down, timeout, 4xx)."""
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    to: str
+    subject: str
+    text: str
+    html: str
+    calendar: str | None = None  # an iCalendar invitation (METHOD:REQUEST or CANCEL)
+    calendar_method: str | None = None
+
+
+def build_message(mail: OutgoingMail, *, sender: str, domain: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = mail.to
+    message["Subject"] = mail.subject
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain=domain)
+    message.set_content(mail.text)
+    message.add_alternative(mail.html, subtype="html")
+    if mail.calendar is not None:
+        # As calendar clients expect: an inline text/calendar part, and the same as a file.
+        message.add_alternative(
+            mail.calendar, subtype="calendar", params={"method": mail.calendar_method or "REQUEST"}
+        )
+        message.add_attachment(
+            mail.calendar.encode(), maintype="application", subtype="ics", filename="invite.ics"
+        )
+    return message
+
+
+def send(settings: Settings, message: EmailMessage) -> str:
+    """Hand the message to the SMTP server; returns the server's answer."""
+    context = ssl.create_default_context()
+    try:
+        if settings.smtp_security == "tls":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(
+                settings.smtp_host,
+                settings.smtp_port,
+                timeout=settings.smtp_timeout_s,
+                context=context,
+            )
+        else:
+            client = smtplib.SMTP(
+                settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_s
+            )
+        with client:
+            client.ehlo()
+            if settings.smtp_security == "starttls":
+                client.starttls(context=context)
+                client.ehlo()
+            if settings.smtp_username:
+                client.login(settings.smtp_username, settings.smtp_password)
+            refused = client.send_message(message)
+            if refused:
+                raise PermanentFailure(f"refused: {refused}")
+            code, answer = client.noop()
+            return f"{code} {answer.decode(errors='replace')}"
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
+    except smtplib.SMTPResponseException as exc:
+        if 500 <= exc.smtp_code < 600:
+            raise PermanentFailure(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
+        raise TemporaryFailure(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
+    except (OSError, smtplib.SMTPException) as exc:
+        raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from exc
