@@ -298,62 +298,76 @@ def _invitation(
     return ics.invitation(event, method=method)  # type: ignore[arg-type]
 
 
-def attempt(database: Database, settings: Settings, delivery_id: int, *, worker: str) -> Outcome:
-    """Send one claimed delivery and record the outcome (the send is outside any transaction)."""
-    with database.transaction(write=False) as session:
-        delivery = session.get(Delivery, delivery_id)
-        if (
-            delivery is None
-            or delivery.claimed_by != worker
-            or delivery.status != DeliveryStatus.PENDING
-        ):
-            return Outcome(delivery_id, ok=False, detail="no longer ours")
-        event = session.get(OutboxEvent, delivery.event_id)
-        assert event is not None
-        mail = (
-            compose_email(session, delivery, event, settings)
-            if delivery.channel == Channel.EMAIL
-            else None
-        )
-        endpoint = (
-            session.get(WebhookEndpoint, int(delivery.recipient))
-            if delivery.channel == Channel.WEBHOOK
-            else None
-        )
-        topic, payload = event.topic, dict(event.payload)
+@dataclass(frozen=True)
+class _Prepared:
+    delivery_id: int
+    channel: Channel
+    mail: email.OutgoingMail | None
+    endpoint: tuple[str, str] | None  # url, secret
+    topic: str
+    payload: dict[str, Any]
+
+
+def _prepare(session: Session, delivery: Delivery, settings: Settings) -> _Prepared:
+    event = session.get(OutboxEvent, delivery.event_id)
+    assert event is not None
+    mail = None
+    endpoint = None
+    if delivery.channel == Channel.EMAIL:
+        mail = compose_email(session, delivery, event, settings)
+    elif delivery.channel == Channel.WEBHOOK:
+        found = session.get(WebhookEndpoint, int(delivery.recipient))
+        if found is not None and found.is_active:
+            endpoint = (found.url, found.secret)
+    return _Prepared(
+        delivery.id or 0,
+        Channel(delivery.channel),
+        mail,
+        endpoint,
+        event.topic,
+        dict(event.payload),
+    )
+
+
+def _send(
+    prepared: _Prepared, mailer: email.Mailer, settings: Settings, unreachable: dict[str, str]
+) -> Outcome:
     try:
-        if delivery.channel == Channel.EMAIL:
-            if mail is not None:
-                domain = settings.smtp_from.rsplit("@", 1)[-1].rstrip(">")
-                email.send(
-                    settings, email.build_message(mail, sender=settings.smtp_from, domain=domain)
-                )
-        elif endpoint is not None and endpoint.is_active:
+        if prepared.endpoint is not None and prepared.endpoint[0] in unreachable:
+            raise email.TemporaryFailure(unreachable[prepared.endpoint[0]])
+        if prepared.mail is not None:
+            domain = settings.smtp_from.rsplit("@", 1)[-1].rstrip(">")
+            mailer.send(
+                email.build_message(prepared.mail, sender=settings.smtp_from, domain=domain)
+            )
+        elif prepared.endpoint is not None:
+            url, secret = prepared.endpoint
             webhooks.post(
-                endpoint.url,
-                endpoint.secret,
-                topic=topic,
-                delivery_id=delivery_id,
-                payload=payload,
+                url,
+                secret,
+                topic=prepared.topic,
+                delivery_id=prepared.delivery_id,
+                payload=prepared.payload,
                 timeout_s=settings.webhook_timeout_s,
             )
-        outcome = Outcome(delivery_id, ok=True)
+        # Otherwise nothing is left to send (a reminder for a booking since cancelled or moved).
+        return Outcome(prepared.delivery_id, ok=True)
     except email.PermanentFailure as exc:
-        outcome = Outcome(delivery_id, ok=False, permanent=True, detail=str(exc))
+        return Outcome(prepared.delivery_id, ok=False, permanent=True, detail=str(exc))
     except email.TemporaryFailure as exc:
-        outcome = Outcome(delivery_id, ok=False, detail=str(exc))
-    record_outcome(database, settings, outcome, worker=worker)
-    return outcome
+        if prepared.endpoint is not None:
+            unreachable[prepared.endpoint[0]] = str(exc)  # spare the rest of the batch the wait
+        return Outcome(prepared.delivery_id, ok=False, detail=str(exc))
 
 
-def record_outcome(
-    database: Database, settings: Settings, outcome: Outcome, *, worker: str
+def record_outcomes(
+    session: Session, settings: Settings, outcomes: list[Outcome], *, worker: str
 ) -> None:
     current = now()
-    with database.transaction() as session:
+    for outcome in outcomes:
         delivery = session.get(Delivery, outcome.delivery_id)
         if delivery is None or delivery.claimed_by != worker:
-            return  # our lease ran out and someone else took it over
+            continue  # our lease ran out and someone else took it over
         delivery.claimed_by, delivery.lease_until = None, None
         if outcome.ok:
             delivery.status, delivery.delivered_at = DeliveryStatus.DELIVERED, current
@@ -366,16 +380,28 @@ def record_outcome(
             else:
                 delivery.next_attempt_at = current + rules.backoff(delivery.attempts)
         session.add(delivery)
+    session.flush()
 
 
 def deliver_due(
-    database: Database, settings: Settings, *, worker: str | None = None, limit: int = 50
+    database: Database, settings: Settings, *, worker: str | None = None, limit: int = 100
 ) -> int:
-    """Claim and send due deliveries; returns how many were delivered."""
+    """Claim a batch of due deliveries, send them (one SMTP connection for the batch, outside
+    any transaction), record the outcomes; returns how many were delivered."""
     worker = worker or f"worker-{uuid.uuid4().hex[:8]}"
     with database.transaction() as session:
         ids = claim(session, worker=worker, settings=settings, limit=limit)
-    return sum(attempt(database, settings, delivery_id, worker=worker).ok for delivery_id in ids)
+    if not ids:
+        return 0
+    with database.transaction(write=False) as session:
+        claimed = session.exec(select(Delivery).where(col(Delivery.id).in_(ids))).all()
+        batch = [_prepare(session, d, settings) for d in claimed if d.claimed_by == worker]
+    unreachable: dict[str, str] = {}
+    with email.Mailer(settings) as mailer:
+        outcomes = [_send(prepared, mailer, settings, unreachable) for prepared in batch]
+    with database.transaction() as session:
+        record_outcomes(session, settings, outcomes, worker=worker)
+    return sum(outcome.ok for outcome in outcomes)
 
 
 # --- Reminders -----------------------------------------------------------------------------
