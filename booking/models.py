@@ -23,6 +23,9 @@ class Booking(SQLModel, table=True):
         sa.CheckConstraint("held_until >= end_at", name="held_after_end"),
         sa.Index("ix_booking_instrument_held", "instrument_id", "start_at", "held_until"),
         sa.Index("ix_booking_user_created", "user_id", "created_at"),
+        # The per-user rate limit and the no-show suspension read these on every request.
+        sa.Index("ix_booking_created_by_created", "created_by_id", "created_at"),
+        sa.Index("ix_booking_user_status_start", "user_id", "status", "start_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

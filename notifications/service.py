@@ -395,6 +395,13 @@ def deliver_due(
         return 0
     with database.transaction(write=False) as session:
         claimed = session.exec(select(Delivery).where(col(Delivery.id).in_(ids))).all()
+        # Load the batch's events and recipients at once; composing then finds them in the session.
+        session.exec(
+            select(OutboxEvent).where(col(OutboxEvent.id).in_({d.event_id for d in claimed}))
+        ).all()
+        session.exec(
+            select(User).where(col(User.id).in_({d.user_id for d in claimed if d.user_id}))
+        ).all()
         batch = [_prepare(session, d, settings) for d in claimed if d.claimed_by == worker]
     unreachable: dict[str, str] = {}
     with email.Mailer(settings) as mailer:

@@ -29,6 +29,15 @@ def upgrade(database: Database, revision: str = "head") -> None:
     with database.write_engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+    refresh_statistics(database)
+
+
+def refresh_statistics(database: Database) -> None:
+    """SQLite keeps no statistics unless asked; without them it may pick a poor index (e.g. a
+    status index over the instrument-and-time one). PostgreSQL's autovacuum does this itself."""
+    if database.dialect == "sqlite":
+        with database.write_engine.begin() as connection:
+            connection.exec_driver_sql("ANALYZE")
 
 
 def make_revision(database: Database, message: str) -> None:

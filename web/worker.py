@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
+import sqlalchemy as sa
 from sqlmodel import Session
 
 from booking import service as booking
@@ -26,6 +27,13 @@ from core.settings import Settings
 from notifications import service as notifications
 
 log = logging.getLogger("labshare.worker")
+
+
+def refresh_statistics(session: Session) -> int:
+    """SQLite re-analyses tables whose contents changed a lot (a no-op elsewhere)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(sa.text("PRAGMA optimize"))
+    return 0
 
 
 def jobs(settings: Settings) -> list[tuple[str, Callable[[Session], int]]]:

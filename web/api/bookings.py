@@ -45,6 +45,7 @@ from web.retry import commit_with_retries
 from web.routing import TransactionalRoute
 
 router = APIRouter(prefix="/api/v1", tags=["bookings"], route_class=TransactionalRoute)
+FREE_SEARCH_CHUNK = 60
 
 
 def booking_read(booking: Booking) -> BookingRead:
@@ -387,25 +388,28 @@ def find_free_instruments(
         ),
         limit=500,
     )
-    free = queries.free_time(
-        session,
-        instrument_ids=[m["id"] for m in matches],
-        start=start,
-        end=end,
-        min_minutes=min_minutes,
-    )
-    found = []
-    for match in matches:
-        intervals = free.get(match["id"], [])
-        if intervals:
-            found.append(
-                FreeInstrument(
-                    instrument_id=match["id"],
-                    name=match["name"],
-                    facility_name=match["facility_name"],
-                    free=[FreeInterval(start=s, end=e) for s, e in intervals],
+    found: list[FreeInstrument] = []
+    # In chunks, stopping once enough are found: most searches need only the first few.
+    for first in range(0, len(matches), FREE_SEARCH_CHUNK):
+        chunk = matches[first : first + FREE_SEARCH_CHUNK]
+        free = queries.free_time(
+            session,
+            instrument_ids=[m["id"] for m in chunk],
+            start=start,
+            end=end,
+            min_minutes=min_minutes,
+        )
+        for match in chunk:
+            intervals = free.get(match["id"], [])
+            if intervals and len(found) < limit:
+                found.append(
+                    FreeInstrument(
+                        instrument_id=match["id"],
+                        name=match["name"],
+                        facility_name=match["facility_name"],
+                        free=[FreeInterval(start=s, end=e) for s, e in intervals],
+                    )
                 )
-            )
         if len(found) >= limit:
             break
     return found

@@ -1,0 +1,98 @@
+"""Worker e-mail throughput to a local SMTP sink (target: at least 200 e-mails a second).
+
+Baseline, measured in the same run: the same number of ready-made messages sent over one
+smtplib connection with no database at all.
+
+    .venv/bin/python bench/delivery_throughput.py [--emails 2000] [--only sqlite|postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import smtplib
+
+from bench.common import fresh_database
+from core import events
+from core.accounts import service as accounts
+from core.accounts.schemas import UserCreate
+from core.settings import Settings
+from notifications import service as notifications
+from tests.notifications.smtp import SmtpServer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--emails", type=int, default=2000)
+    parser.add_argument(
+        "--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+    parser.add_argument("--only", choices=["sqlite", "postgres"])
+    args = parser.parse_args()
+    sink = SmtpServer()
+    sink.start()
+    try:
+        started = time.perf_counter()
+        with smtplib.SMTP("127.0.0.1", sink.port) as client:
+            for n in range(args.emails):
+                message = EmailMessage()
+                message["From"], message["To"], message["Subject"] = "a@b.cn", f"u{n}@b.cn", "基准"
+                message.set_content("正文")
+                client.send_message(message)
+        baseline = args.emails / (time.perf_counter() - started)
+        print(f"baseline: raw smtplib, one connection, no database   {baseline:8.0f} e-mails/s")
+        for kind in ("sqlite", "postgres"):
+            if args.only and kind != args.only:
+                continue
+            with fresh_database(kind, args.postgres) as database:
+                settings = Settings(
+                    database_url=database.url, smtp_host="127.0.0.1", smtp_port=sink.port
+                )
+                with database.transaction() as session:
+                    users = [
+                        accounts.create_user(
+                            session,
+                            actor_id=None,
+                            data=UserCreate(email=f"r{n}@example.cn", name=f"用户{n}"),
+                        )
+                        for n in range(50)
+                    ]
+                    for n in range(args.emails):
+                        events.emit(
+                            session, "service_request.rejected", {"user_id": users[n % 50].id}
+                        )
+                with database.transaction() as session:
+                    while notifications.dispatch_events(session, settings, limit=1000):
+                        pass
+                before = len(sink.received)
+                started = time.perf_counter()
+                sent = 0
+                while True:
+                    done = notifications.deliver_due(database, settings, worker="bench", limit=200)
+                    if not done:
+                        break
+                    sent += done
+                elapsed = time.perf_counter() - started
+                assert len(sink.received) - before == sent == args.emails, (
+                    sent,
+                    len(sink.received) - before,
+                )
+                rate = sent / elapsed
+                print(
+                    f"{kind:8} worker: {sent} e-mails in {elapsed:5.2f} s  {rate:8.0f} e-mails/s"
+                    f"  ({rate / baseline:.0%} of the baseline)"
+                )
+    finally:
+        sink.stop()
+
+
+if __name__ == "__main__":
+    main()
