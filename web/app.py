@@ -18,6 +18,7 @@ from web import templating
 from web.api import accounts as accounts_api
 from web.api import auth as auth_api
 from web.api import bookings as bookings_api
+from web.api import calendar as calendar_api
 from web.api import health
 from web.api import instruments as instruments_api
 from web.api import notifications as notifications_api
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(accounts_api.router)
     app.include_router(instruments_api.router)
     app.include_router(bookings_api.router)
+    app.include_router(calendar_api.router)
     app.include_router(scheduling_api.router)
     app.include_router(service_requests_api.router)
     app.include_router(notifications_api.router)

@@ -1,0 +1,346 @@
+"""Calendar feeds (/calendar/{token}.ics): create, list, revoke, regenerate; state and render.
+
+Invariants owned here: the token is the feed's only key (``secrets.token_urlsafe(32)``, 43
+url-safe characters); a revoked or regenerated-away token finds nothing, exactly like an unknown
+one. A user feed shows its owner's own bookings; anyone may subscribe to an instrument's or a
+facility's, but it names bookers and purposes only while its owner manages that facility (busy
+times otherwise; checked again at every poll, so losing the role hides them). A feed covers
+bookings from 30 days back to 365 days ahead, counted from the start of the current UTC day so
+that the calendar and its ETag stay the same all day while nothing changes. One query reads a
+feed's bookings with their instruments and facilities; a poll that the subscriber already has
+costs one aggregate query and builds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from booking.models import Booking
+from booking.rules import HELD_STATUSES, BookingStatus
+from core import audit
+from core.accounts.models import User
+from core.auth.principal import Principal, load_principal
+from core.clock import now
+from core.errors import NotFound, Problem, RuleViolation
+from instruments.models import Facility, Instrument
+from notifications import ics
+from notifications.models import CalendarFeed, FeedKind
+
+DAYS_BACK = 30
+DAYS_AHEAD = 365
+# Bookings an instrument's or facility's subscribers see: what holds the instrument, and what
+# was used. A user's own feed also lists the ones that went away (cancelled, rejected, expired,
+# no-show) as STATUS:CANCELLED, so calendar apps drop the events they showed before.
+SHARED_STATUSES = frozenset(HELD_STATUSES | {BookingStatus.COMPLETED})
+
+# The columns an event needs (ics.BookingFacts): rows, not ORM objects, for speed.
+BOOKING_FACTS = (
+    col(Booking.id),
+    col(Booking.calendar_uid),
+    col(Booking.version),
+    col(Booking.status),
+    col(Booking.start_at),
+    col(Booking.end_at),
+    col(Booking.purpose),
+    col(Booking.updated_at),
+)
+
+FEED_NAMES = {
+    "zh-CN": {FeedKind.USER: "我的仪器预约"},
+    "en": {FeedKind.USER: "My instrument bookings"},
+}
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def feed_urls(base_url: str, token: str) -> tuple[str, str]:
+    """The feed's ``webcal://`` link and the same address on the site's own scheme."""
+    parts = urlsplit(base_url)
+    path = f"{parts.path.rstrip('/')}/calendar/{token}.ics"
+    return (
+        urlunsplit(("webcal", parts.netloc, path, "", "")),
+        urlunsplit((parts.scheme, parts.netloc, path, "", "")),
+    )
+
+
+def calendar_host(base_url: str) -> str:
+    """The host part of every UID (``booking-{id}@{host}``)."""
+    return urlsplit(base_url).hostname or "localhost"
+
+
+# --- Managing feeds ---------------------------------------------------------------------------
+
+
+def create_feed(
+    session: Session, *, actor: Principal, kind: FeedKind, subject_id: int | None
+) -> CalendarFeed:
+    """Subscribe the caller to its own bookings, an instrument's or a facility's."""
+    if kind is FeedKind.USER:
+        if subject_id not in (None, actor.user_id):
+            raise RuleViolation(
+                [Problem("not_own_feed", "A user feed shows your own bookings.", "subject_id")]
+            )
+        subject_id, full_details = actor.user_id, True
+    else:
+        if subject_id is None:
+            raise RuleViolation(
+                [Problem("missing", f"Which {kind.value} the feed shows.", "subject_id")]
+            )
+        full_details = actor.manages_facility(_facility_of(session, kind, subject_id))
+    feed = CalendarFeed(
+        token=new_token(),
+        kind=kind,
+        subject_id=subject_id,
+        owner_id=actor.user_id,
+        full_details=full_details,
+    )
+    session.add(feed)
+    session.flush()
+    _audit(session, actor, feed, "calendar_feed.created")
+    return feed
+
+
+def list_feeds(session: Session, *, actor: Principal) -> Sequence[CalendarFeed]:
+    """The caller's live feeds, oldest first."""
+    return session.exec(
+        select(CalendarFeed)
+        .where(CalendarFeed.owner_id == actor.user_id, col(CalendarFeed.revoked_at).is_(None))
+        .order_by(col(CalendarFeed.id))
+    ).all()
+
+
+def revoke_feed(session: Session, *, actor: Principal, feed_id: int) -> None:
+    """Turn a feed off for good; revoking it again changes nothing."""
+    feed = _own_feed(session, actor, feed_id)
+    if feed.revoked_at is None:
+        feed.revoked_at = now()
+        session.add(feed)
+        session.flush()
+        _audit(session, actor, feed, "calendar_feed.revoked")
+
+
+def regenerate_feed(session: Session, *, actor: Principal, feed_id: int) -> CalendarFeed:
+    """Give a live feed a new token (a leaked link stops working); the old token finds nothing."""
+    feed = _own_feed(session, actor, feed_id)
+    if feed.revoked_at is not None:
+        raise NotFound("Calendar feed")
+    feed.token = new_token()
+    session.add(feed)
+    session.flush()
+    _audit(session, actor, feed, "calendar_feed.regenerated")
+    return feed
+
+
+def _own_feed(session: Session, actor: Principal, feed_id: int) -> CalendarFeed:
+    feed = session.get(CalendarFeed, feed_id)
+    if feed is None or feed.owner_id != actor.user_id:
+        raise NotFound("Calendar feed")
+    return feed
+
+
+def _facility_of(session: Session, kind: FeedKind, subject_id: int) -> int:
+    if kind is FeedKind.INSTRUMENT:
+        instrument = session.get(Instrument, subject_id)
+        if instrument is None:
+            raise NotFound("Instrument")
+        return instrument.facility_id
+    facility = session.get(Facility, subject_id)
+    if facility is None:
+        raise NotFound("Facility")
+    return subject_id
+
+
+def _audit(session: Session, actor: Principal, feed: CalendarFeed, action: str) -> None:
+    # Never the token: the audit trail is read by people the feed is not meant for.
+    audit.record(
+        session,
+        actor_id=actor.user_id,
+        action=action,
+        subject_type="calendar_feed",
+        subject_id=feed.id or 0,
+        data={"kind": feed.kind, "subject_id": feed.subject_id, "full_details": feed.full_details},
+    )
+
+
+# --- Serving feeds ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A live feed as it is served now: its owner, what it may show, and which days."""
+
+    feed: CalendarFeed
+    owner: User
+    full_details: bool
+    window_start: datetime
+    window_end: datetime
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """What identifies a feed's current content without building it."""
+
+    subscription: Subscription
+    etag: str  # quoted, as in the header
+    last_modified: datetime
+
+
+def subscription(session: Session, *, token: str) -> Subscription:
+    """The live feed a token names; unknown, revoked and regenerated-away tokens are 404."""
+    found = session.exec(
+        select(CalendarFeed, User)
+        .join(User, col(User.id) == CalendarFeed.owner_id)
+        .where(
+            CalendarFeed.token == token,
+            col(CalendarFeed.revoked_at).is_(None),
+            col(User.is_active).is_(True),
+        )
+    ).first()
+    if found is None:
+        raise NotFound("Calendar feed")
+    feed, owner = found
+    full_details = feed.full_details
+    if full_details and feed.kind is not FeedKind.USER:
+        facility_id = _facility_of(session, feed.kind, feed.subject_id)
+        full_details = load_principal(session, owner).manages_facility(facility_id)
+    today = datetime.combine(now().astimezone(UTC).date(), time(), tzinfo=UTC)
+    return Subscription(
+        feed=feed,
+        owner=owner,
+        full_details=full_details,
+        window_start=today - timedelta(days=DAYS_BACK),
+        window_end=today + timedelta(days=DAYS_AHEAD),
+    )
+
+
+def feed_state(session: Session, subscription: Subscription) -> FeedState:
+    """The feed's ETag and Last-Modified, from one aggregate query over its bookings.
+
+    The aggregate reads every booking of the feed's subject and days, also those the feed does
+    not show: a booking that leaves an instrument's feed (cancelled) was changed, so its
+    ``updated_at`` moves the ETag and Last-Modified forward instead of back."""
+    count, last_change, versions, last_id, instruments_at, facilities_at = session.execute(
+        _joined(
+            sa.select(
+                sa.func.count(col(Booking.id)),
+                sa.func.max(col(Booking.updated_at)),
+                sa.func.coalesce(sa.func.sum(col(Booking.version)), 0),
+                sa.func.max(col(Booking.id)),
+                sa.func.max(col(Instrument.updated_at)),
+                sa.func.max(col(Facility.updated_at)),
+            ),
+            subscription,
+            shown_only=False,
+        )
+    ).one()
+    feed, owner = subscription.feed, subscription.owner
+    parts: list[Any] = [
+        feed.id,
+        feed.token,
+        feed.kind,
+        feed.subject_id,
+        subscription.full_details,
+        owner.locale,
+        owner.updated_at,
+        subscription.window_start.date(),
+        count,
+        last_change,
+        versions,
+        last_id,
+        instruments_at,
+        facilities_at,
+    ]
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+    changes = [m for m in (last_change, instruments_at, facilities_at) if m is not None]
+    last_modified = max([feed.created_at, owner.updated_at, *changes])
+    return FeedState(subscription, f'"{digest}"', last_modified)
+
+
+def render_feed(session: Session, subscription: Subscription, *, host: str) -> str:
+    """The feed's calendar file: one query for its bookings, instruments and facilities."""
+    feed, owner = subscription.feed, subscription.owner
+    names_bookers = subscription.full_details and feed.kind is not FeedKind.USER
+    query = _joined(
+        sa.select(
+            *BOOKING_FACTS,
+            col(Instrument.name),
+            col(Instrument.name_en),
+            col(Instrument.location),
+            col(Facility.address),
+            col(Facility.timezone),
+            col(User.name) if names_bookers else sa.null(),
+        ),
+        subscription,
+        shown_only=True,
+    )
+    if names_bookers:
+        query = query.join(User, col(User.id) == Booking.user_id)
+    rows = session.execute(query.order_by(col(Booking.start_at), col(Booking.id))).all()
+    english = owner.locale == "en"
+    events = []
+    facts = len(BOOKING_FACTS)
+    for row in rows:  # the booking's columns by name, as ics.BookingFacts reads them
+        name, name_en, location, address, zone, booker = row[facts:]
+        who = (booker if names_bookers else owner.name) if subscription.full_details else None
+        events.append(
+            ics.booking_event(
+                row,
+                instrument_name=(name_en or name) if english else name,
+                location=location or address,
+                host=host,
+                locale=owner.locale,
+                who=who,
+                timezone=zone,
+            )
+        )
+    return ics.feed(events, name=_feed_name(session, subscription))
+
+
+def _joined(query: Any, subscription: Subscription, *, shown_only: bool) -> Any:
+    """``query`` over the bookings of the feed's subject and days, joined to their instruments
+    and facilities; ``shown_only``: just those the feed shows."""
+    feed = subscription.feed
+    query = (
+        query.select_from(Booking)
+        .join(Instrument, col(Instrument.id) == Booking.instrument_id)
+        .join(Facility, col(Facility.id) == Booking.facility_id)
+        .where(
+            col(Booking.start_at) < subscription.window_end,
+            col(Booking.end_at) > subscription.window_start,
+        )
+    )
+    if feed.kind is FeedKind.USER:
+        query = query.where(Booking.user_id == feed.subject_id)
+        # A moved booking's replacement carries its calendar UID; the cancelled original must
+        # not appear beside it as a second event with the same UID.
+        return query.where(col(Booking.replaced_by_id).is_(None)) if shown_only else query
+    if feed.kind is FeedKind.INSTRUMENT:
+        query = query.where(Booking.instrument_id == feed.subject_id)
+    else:
+        query = query.where(Booking.facility_id == feed.subject_id)
+    return query.where(col(Booking.status).in_(sorted(SHARED_STATUSES))) if shown_only else query
+
+
+def _feed_name(session: Session, subscription: Subscription) -> str:
+    feed, locale = subscription.feed, subscription.owner.locale
+    if feed.kind is FeedKind.USER:
+        return FEED_NAMES.get(locale, FEED_NAMES["en"])[FeedKind.USER]
+    subject: Instrument | Facility | None = (
+        session.get(Instrument, feed.subject_id)
+        if feed.kind is FeedKind.INSTRUMENT
+        else session.get(Facility, feed.subject_id)
+    )
+    if subject is None:
+        raise NotFound("Calendar feed")
+    return (subject.name_en or subject.name) if locale == "en" else subject.name
