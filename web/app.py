@@ -28,6 +28,7 @@ from web.errors import install_error_handlers
 from web.logging import configure_logging
 from web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from web.pages import account as account_pages
+from web.pages import notices as notice_pages
 from web.pages.deps import LoginRequired, login_url
 
 log = logging.getLogger("labshare")
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(service_requests_api.router)
     app.include_router(notifications_api.router)
     app.include_router(account_pages.router)
+    app.include_router(notice_pages.router)
 
     @app.get("/docs", include_in_schema=False)
     async def api_docs(request: Request) -> HTMLResponse:
