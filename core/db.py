@@ -174,4 +174,4 @@ class ConnectionBoundDatabase(Database):
         )
 
     def dispose(self) -> None:
-        pass
+        """The outer connection belongs to whoever made it (the test), not to this object."""

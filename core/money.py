@@ -8,7 +8,7 @@ FEN_PER_YUAN = 100
 
 
 class MoneyError(ValueError):
-    pass
+    """Not an amount of money in yuan that fen can hold exactly."""
 
 
 def yuan_to_fen(value: str | int | Decimal) -> int:

@@ -498,4 +498,9 @@ def set_email_preference(session: Session, *, user_id: int, topic: str, email_on
         with session.begin_nested():
             session.flush()
     except IntegrityError:
-        pass
+        # Another request saved this preference first; ours is the later word.
+        saved = session.get(NotificationPreference, (user_id, topic))
+        if saved is not None:
+            saved.email = email_on
+            session.add(saved)
+            session.flush()

@@ -33,7 +33,7 @@ DEMO_DOMAIN = "demo.labshare.cn"
 
 
 class NotADemoDatabase(Exception):
-    pass
+    """The database holds someone's data: the demo will not touch it."""
 
 
 def _organisation_code_check(first8: str) -> str:

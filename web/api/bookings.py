@@ -136,7 +136,7 @@ def create_booking(
 
 
 class BookingList(Paginated[BookingRead]):
-    pass
+    """A page of bookings."""
 
 
 @router.get("/bookings", response_model=BookingList)

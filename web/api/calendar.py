@@ -27,7 +27,7 @@ CACHE_CONTROL = "private, no-cache"
 
 
 class CalendarFeedList(Paginated[CalendarFeedRead]):
-    pass
+    """A page of the caller's calendar feeds."""
 
 
 def feed_read(feed: CalendarFeed, settings: AppSettings) -> CalendarFeedRead:
