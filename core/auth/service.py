@@ -66,10 +66,26 @@ def authenticate(
     """The active user with these credentials; 401 otherwise, 429 after too many failures.
 
     A failure is recorded in the caller's transaction: the caller must commit it even though
-    it answers with an error (see ``web``'s login routes).
+    it answers with an error (see ``web``'s login routes). Where holding a write transaction
+    through the password check matters (SQLite's one writer), use the three steps below.
     """
-    email = normalise_email(email)
-    account_key, address_key = f"account:{email}", f"address:{client_address}"
+    user = login_candidate(session, settings, email=email, client_address=client_address)
+    if not password_matches(user, password):
+        record_login_failure(session, email=email, client_address=client_address)
+        raise NotAuthenticated(BAD_CREDENTIALS, code="bad_credentials")
+    assert user is not None
+    return complete_login(session, user=user, password=password)
+
+
+def _throttle_keys(email: str, client_address: str) -> tuple[str, str]:
+    return f"account:{normalise_email(email)}", f"address:{client_address}"
+
+
+def login_candidate(
+    session: Session, settings: Settings, *, email: str, client_address: str
+) -> User | None:
+    """Step 1 (reads only): 429 if throttled, else the account the e-mail names, if any."""
+    account_key, address_key = _throttle_keys(email, client_address)
     _check_throttle(
         session,
         settings,
@@ -78,13 +94,25 @@ def authenticate(
             (address_key, settings.login_failures_per_address),
         ],
     )
-    user = session.exec(select(User).where(User.email == email)).first()
+    return session.exec(select(User).where(User.email == normalise_email(email))).first()
+
+
+def password_matches(user: User | None, password: str) -> bool:
+    """Step 2 (no database): the slow hash check, as slow for an unknown account."""
     ok = verify_password(user.password_hash if user else None, password)
-    if not ok or user is None or not user.is_active:
-        session.add(LoginFailure(key=account_key))
-        session.add(LoginFailure(key=address_key))
-        session.flush()
-        raise NotAuthenticated(BAD_CREDENTIALS, code="bad_credentials")
+    return ok and user is not None and user.is_active
+
+
+def record_login_failure(session: Session, *, email: str, client_address: str) -> None:
+    """Step 3 on failure: count it against the account and the address."""
+    for key in _throttle_keys(email, client_address):
+        session.add(LoginFailure(key=key))
+    session.flush()
+
+
+def complete_login(session: Session, *, user: User, password: str) -> User:
+    """Step 3 on success: forget the account's failures, upgrade an old hash."""
+    account_key, _ = _throttle_keys(user.email, "")
     session.execute(delete(LoginFailure).where(col(LoginFailure.key) == account_key))
     if user.password_hash and needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)

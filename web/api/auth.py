@@ -10,11 +10,13 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
 from core.accounts import service as accounts
+from core.accounts.models import User
 from core.accounts.schemas import PasswordChange, StrictModel
 from core.auth import service as auth
-from core.errors import NotAuthenticated, Throttled
+from core.db import Database
+from core.errors import NotAuthenticated
 from core.types import UTCDateTimeIn
-from web.deps import ApiPrincipal, AppSettings, DbSession, bearer_token
+from web.deps import ApiPrincipal, AppSettings, DbSession, bearer_token, get_database
 from web.routing import TransactionalRoute
 
 router = APIRouter(prefix="/api/v1", tags=["auth"], route_class=TransactionalRoute)
@@ -52,22 +54,26 @@ def client_address(request: Request) -> str:
 def issue_token(
     request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
-    session: DbSession,
+    database: Annotated[Database, Depends(get_database)],
     settings: AppSettings,
 ) -> TokenResponse:
-    try:
-        user = auth.authenticate(
-            session,
-            settings,
-            email=form.username,
-            password=form.password,
-            client_address=client_address(request),
+    """Log in. The slow password check runs outside any transaction: on SQLite a login must
+    not hold the process's one writer while argon2 works."""
+    address = client_address(request)
+    with database.transaction(write=False) as reader:
+        candidate = auth.login_candidate(
+            reader, settings, email=form.username, client_address=address
         )
-    except (NotAuthenticated, Throttled):
-        # The failure counts toward the throttle even though the answer is an error.
-        session.commit()
-        raise
-    issued = auth.issue_access_token(session, settings, user=user)
+    if not auth.password_matches(candidate, form.password):
+        with database.transaction() as writer:
+            auth.record_login_failure(writer, email=form.username, client_address=address)
+        raise NotAuthenticated(auth.BAD_CREDENTIALS, code="bad_credentials")
+    assert candidate is not None
+    with database.transaction() as writer:
+        user = writer.get(User, candidate.id)
+        assert user is not None
+        auth.complete_login(writer, user=user, password=form.password)
+        issued = auth.issue_access_token(writer, settings, user=user)
     return TokenResponse(access_token=issued.token, expires_in=settings.access_token_ttl_s)
 
 
