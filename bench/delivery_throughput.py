@@ -89,8 +89,9 @@ def main() -> None:
                             session, "service_request.rejected", {"user_id": users[n % 50].id}
                         )
                 with database.transaction() as session:
-                    while notifications.dispatch_events(session, settings, limit=1000):
-                        pass
+                    dispatched = 1
+                    while dispatched:
+                        dispatched = notifications.dispatch_events(session, settings, limit=1000)
                 started = time.perf_counter()
                 sent = 0
                 while True:

@@ -35,11 +35,3 @@ def day_kind(day: date) -> DayKind:
 @lru_cache(maxsize=64)
 def _warn_unknown_year(year: int) -> None:
     log.warning("no statutory holiday data for %s yet; treating it as an ordinary year", year)
-
-
-def holiday_name(day: date) -> str | None:
-    try:
-        on_holiday, name = chinese_calendar.get_holiday_detail(day)
-    except NotImplementedError:
-        return None
-    return str(name) if on_holiday and name else None

@@ -31,6 +31,20 @@ def labshare_env(database_url: str, **extra: str) -> dict[str, str]:
     return env | {"LABSHARE_DATABASE_URL": database_url, "LABSHARE_LOG_JSON": "false"} | extra
 
 
+def wait_until_ready(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    """Until /readyz answers 200; fails the test if the server exits or takes too long."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"the server exited with {server.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the server did not become ready in {WAIT_S} s:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def served(database_url: str, log: Path, *, workers: int = 1, **env: str) -> Iterator[str]:
     """`labshare serve` on a free loopback port until the block ends; yields its base URL."""
@@ -45,16 +59,7 @@ def served(database_url: str, log: Path, *, workers: int = 1, **env: str) -> Ite
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"the server exited with {server.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not become ready in {WAIT_S} s:\n{log.read_text()}")
-            time.sleep(0.1)
+        wait_until_ready(base_url, server, log)
         yield base_url
     finally:
         server.terminate()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import email
-import socket
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from tests.servers import free_port
 
 
 @dataclass
@@ -44,12 +45,6 @@ class RecordingHandler:
             )
         )
         return "250 Message accepted"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class SmtpServer:

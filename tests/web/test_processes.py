@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from core.auth import service as auth
 from core.db import Database
 from core.errors import Conflict
 from core.settings import Settings
+from tests.servers import free_port, wait_until_ready
 
 pytestmark = pytest.mark.multiprocess
 
@@ -129,26 +129,6 @@ def test_four_processes_creating_overlapping_users_double_nothing(
     assert created == {str(user_id): 1 for user_id in user_ids}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until_serving(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the server exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"the server did not become ready in {WAIT_S} s:\n{log.read_text()}")
-
-
 def test_a_killed_server_loses_no_acknowledged_write(
     fresh_database: Database, tmp_path: Path
 ) -> None:
@@ -177,7 +157,7 @@ def test_a_killed_server_loses_no_acknowledged_write(
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_until_serving(base_url, server, log)
+        wait_until_ready(base_url, server, log)
         answer = httpx.post(
             f"{base_url}/api/v1/organisations",
             json={"name": "重庆两江分析测试中心", "type": "institute", "district": "两江新区"},
