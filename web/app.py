@@ -28,7 +28,14 @@ from web.errors import install_error_handlers
 from web.logging import configure_logging
 from web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from web.pages import account as account_pages
+from web.pages import admin as admin_pages
+from web.pages import catalogue as catalogue_pages
+from web.pages import desk as desk_pages
+from web.pages import manage as manage_pages
+from web.pages import manage_instruments as manage_instrument_pages
+from web.pages import my_bookings as my_booking_pages
 from web.pages import notices as notice_pages
+from web.pages import reports as report_pages
 from web.pages.deps import LoginRequired, login_url
 
 log = logging.getLogger("labshare")
@@ -37,6 +44,9 @@ WEB_DIR = Path(__file__).parent
 # Front-end libraries installed from npm (web/package.json) and served by the app, never a CDN.
 VENDOR_PACKAGES = {
     "htmx": "htmx.org/dist",
+    "fullcalendar": "fullcalendar",
+    "temporal-polyfill": "temporal-polyfill",
+    "echarts": "echarts/dist",
     "swagger-ui": "swagger-ui-dist",
 }
 
@@ -101,6 +111,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(notifications_api.router)
     app.include_router(account_pages.router)
     app.include_router(notice_pages.router)
+    app.include_router(catalogue_pages.router)
+    app.include_router(my_booking_pages.router)
+    app.include_router(manage_pages.router)
+    app.include_router(desk_pages.router)
+    app.include_router(manage_instrument_pages.router)
+    app.include_router(admin_pages.router)
+    app.include_router(report_pages.router)
 
     @app.get("/docs", include_in_schema=False)
     async def api_docs(request: Request) -> HTMLResponse:

@@ -31,17 +31,21 @@ def _babel_name(locale: str) -> str:
 
 @lru_cache
 def catalogue(locale: str) -> dict[str, str]:
-    """msgid → translation for ``locale`` (empty for English, whose ids are the text)."""
-    path = LOCALE_DIR / _babel_name(locale) / "LC_MESSAGES" / "messages.po"
-    if not path.exists():
-        return {}
-    with path.open("rb") as handle:
-        catalog = read_po(handle, locale=_babel_name(locale))
-    return {
-        str(message.id): str(message.string)
-        for message in catalog
-        if message.id and isinstance(message.id, str) and message.string and not message.fuzzy
-    }
+    """msgid → translation for ``locale`` (empty for English, whose ids are the text).
+
+    Every ``.po`` file of the locale is read (``messages.po`` plus one per area of the site,
+    e.g. ``manage.po``), so each area keeps its strings in its own catalogue file.
+    """
+    translations: dict[str, str] = {}
+    for path in sorted((LOCALE_DIR / _babel_name(locale) / "LC_MESSAGES").glob("*.po")):
+        with path.open("rb") as handle:
+            catalog = read_po(handle, locale=_babel_name(locale))
+        translations.update(
+            (str(message.id), str(message.string))
+            for message in catalog
+            if message.id and isinstance(message.id, str) and message.string and not message.fuzzy
+        )
+    return translations
 
 
 def gettext(message: str) -> str:

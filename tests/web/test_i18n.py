@@ -44,7 +44,7 @@ def test_every_message_has_a_chinese_translation() -> None:
         if not catalogue.get(msgid, "").strip()
     }
 
-    assert missing == {}, "translate these in web/locale/zh_CN/LC_MESSAGES/messages.po"
+    assert missing == {}, "translate these in a .po file under web/locale/zh_CN/LC_MESSAGES/"
 
 
 def test_a_translated_message_is_shown_in_chinese() -> None:

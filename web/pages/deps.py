@@ -8,6 +8,7 @@ from urllib.parse import quote
 from fastapi import Depends, Form, Request
 
 from core.auth.principal import Principal, load_principal
+from core.errors import DomainError
 from web import csrf
 from web.deps import DbSession, PageSession, page_session
 
@@ -71,3 +72,23 @@ def safe_next(next_url: str | None) -> str:
     ):
         return "/"
     return next_url
+
+
+def errors_by_field(exc: DomainError) -> dict[str, str | list[str]]:
+    """A domain error's problems as the `errors` dict of _forms.html: field → message id.
+
+    Problems tied to no field are joined under "" (shown above the form); the messages are
+    English ids that the template translates.
+    """
+    errors: dict[str, str | list[str]] = {}
+    general: list[str] = []
+    for problem in exc.problems:
+        if problem.field and problem.field not in errors:
+            errors[problem.field] = problem.message
+        elif not problem.field:
+            general.append(problem.message)
+    if not exc.problems:
+        general.append(exc.detail)
+    if general:
+        errors[""] = general
+    return errors

@@ -1,0 +1,9 @@
+"""Admin pages: organisations, users, roles and failed notifications."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from web.routing import TransactionalRoute
+
+router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
