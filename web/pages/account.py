@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from core.accounts import queries as account_queries
 from core.accounts import service as accounts
+from core.accounts.models import User
 from core.accounts.schemas import UserUpdate
 from core.auth import service as auth
+from core.db import Database
 from core.errors import DomainError, NotAuthenticated, Throttled
 from web.api.auth import client_address
-from web.deps import SESSION_COOKIE, AppSettings, DbSession
+from web.deps import SESSION_COOKIE, AppSettings, DbSession, get_database
 from web.i18n import LOCALES
 from web.messages import N_
 from web.pages.deps import CsrfChecked, OptionalPagePrincipal, PagePrincipal, safe_next
@@ -43,37 +45,49 @@ def login(
     request: Request,
     _csrf: CsrfChecked,
     session: DbSession,
+    database: Annotated[Database, Depends(get_database)],
     settings: AppSettings,
     email: Annotated[str, Form(max_length=254)] = "",
     password: Annotated[str, Form(max_length=256)] = "",
     next: Annotated[str, Form()] = "/",
 ) -> Response:
+    """Log in. As for the API, the slow password check runs outside any transaction: on
+    SQLite a login must not hold the process's one writer while argon2 works."""
+    session.commit()  # ends whatever the CSRF check read; the steps below use their own
+    address = client_address(request)
+    failure: NotAuthenticated | Throttled | None = None
     try:
-        user = auth.authenticate(
-            session,
-            settings,
-            email=email,
-            password=password,
-            client_address=client_address(request),
-        )
-    except (NotAuthenticated, Throttled) as exc:
-        session.commit()  # the failure counts toward the throttle
+        with database.transaction(write=False) as reader:
+            candidate = auth.login_candidate(reader, settings, email=email, client_address=address)
+    except Throttled as exc:
+        failure = exc
+    else:
+        if not auth.password_matches(candidate, password):
+            with database.transaction() as writer:
+                auth.record_login_failure(writer, email=email, client_address=address)
+            failure = NotAuthenticated(auth.BAD_CREDENTIALS, code="bad_credentials")
+    if failure is not None or candidate is None:
         # Marked, not translated: the template translates once the request's locale is known.
         message = (
             N_("Too many failed logins. Try again later.")
-            if isinstance(exc, Throttled)
+            if isinstance(failure, Throttled)
             else N_("Incorrect e-mail address or password.")
         )
+        status_code = failure.status_code if failure is not None else 401
         return render(
             request,
             "login.html",
             {"next": safe_next(next), "email": email, "error": message},
-            status_code=exc.status_code,
-            headers=exc.headers or None,
+            status_code=status_code,
+            headers=(failure.headers or None) if failure is not None else None,
         )
-    started = auth.start_web_session(
-        session, settings, user=user, previous_cookie=request.cookies.get(SESSION_COOKIE)
-    )
+    with database.transaction() as writer:
+        user = writer.get(User, candidate.id)
+        assert user is not None
+        auth.complete_login(writer, user=user, password=password)
+        started = auth.start_web_session(
+            writer, settings, user=user, previous_cookie=request.cookies.get(SESSION_COOKIE)
+        )
     response = RedirectResponse(safe_next(next), status_code=303)
     set_cookie(
         request, response, SESSION_COOKIE, started.cookie_value, settings.session_absolute_timeout_s
