@@ -117,7 +117,8 @@ def test_an_admin_registers_an_enterprise(
         select(Organisation).where(Organisation.name == "重庆测试科技有限公司")
     ).one()
     assert organisation.type == OrganisationType.ENTERPRISE
-    assert organisation.is_sme and not organisation.is_tech_sme
+    assert organisation.is_sme
+    assert not organisation.is_tech_sme
     assert organisation.cluster == "western_science_city"  # from the district
     assert answer.headers["location"] == f"/admin/organisations/{organisation.id}?saved=1"
     entries, _total = audit.list_entries(session, action="organisation.created")
@@ -140,7 +141,8 @@ def test_an_invalid_credit_code_is_shown_next_to_its_field_with_the_values_kept(
 
     assert answer.status_code == 422
     error = re.search(r'id="f-credit_code-error">([^<]*)<', answer.text)
-    assert error and "校验" in error.group(1)
+    assert error
+    assert "校验" in error.group(1)
     assert f'value="{bad_code}"' in answer.text
     assert 'value="测试集团"' in answer.text
     assert 'value="重庆测试科技有限公司"' in answer.text
@@ -221,7 +223,8 @@ def test_the_organisation_list_searches_and_pages(
 
     assert first.text.count("翻页大学") == 50
     assert "别的学院" not in first.text
-    assert "page=2" in first.text and "q=%E7%BF%BB%E9%A1%B5" in first.text
+    assert "page=2" in first.text
+    assert "q=%E7%BF%BB%E9%A1%B5" in first.text
     assert second.text.count("翻页大学") == 5
     assert client.get("/admin/organisations", params={"page": 0}).status_code == 422
 
@@ -261,7 +264,8 @@ def test_an_admin_creates_a_user_with_a_password(
         client_address="test",
     )
     page = client.get(answer.headers["location"])
-    assert "新用户" in page.text and "secret" not in page.text
+    assert "新用户" in page.text
+    assert "secret" not in page.text
 
 
 def test_a_generated_password_is_shown_once(
@@ -440,10 +444,15 @@ def test_the_user_list_filters_by_name_organisation_and_role(
     by_org = client.get("/admin/users", params={"organisation_id": organisation.id}).text
     by_role = client.get("/admin/users", params={"role": "planner"}).text
 
-    assert "张三" in by_name and "李四" not in by_name
-    assert "李四" in by_email and "张三" not in by_email
-    assert "张三" in by_org and "筛选大学" in by_org and "李四" not in by_org
-    assert "李四" in by_role and "张三" not in by_role
+    assert "张三" in by_name
+    assert "李四" not in by_name
+    assert "李四" in by_email
+    assert "张三" not in by_email
+    assert "张三" in by_org
+    assert "筛选大学" in by_org
+    assert "李四" not in by_org
+    assert "李四" in by_role
+    assert "张三" not in by_role
 
 
 def test_the_user_list_sends_the_same_queries_for_2_and_20_users(
@@ -476,7 +485,8 @@ def test_the_user_list_sends_the_same_queries_for_2_and_20_users(
 
 def park_a_delivery(session: Session, recipient: str = "someone@example.cn") -> Delivery:
     event = events.emit(session, "booking.confirmed", {"booking_id": 1})
-    assert event is not None and event.id is not None
+    assert event is not None
+    assert event.id is not None
     delivery = Delivery(
         event_id=event.id,
         channel=Channel.EMAIL,
@@ -498,7 +508,8 @@ def test_a_failed_delivery_is_shown_with_its_error_and_retried(
     page = client.get("/admin/deliveries")
     answer = submit(client, "/admin/deliveries", f"/admin/deliveries/{delivery.id}/retry", {})
 
-    assert "550 mailbox unavailable" in page.text and "someone@example.cn" in page.text
+    assert "550 mailbox unavailable" in page.text
+    assert "someone@example.cn" in page.text
     assert answer.status_code == 303
     session.refresh(delivery)
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.PENDING, 0)
@@ -542,7 +553,8 @@ def test_the_audit_log_filters_by_entity_and_actor(
     unknown_actor = client.get("/admin/audit", params={"actor": "nobody@example.cn"})
 
     assert by_entity.status_code == 200
-    assert "organisation.created" in by_entity.text and "organisation.updated" in by_entity.text
+    assert "organisation.created" in by_entity.text
+    assert "organisation.updated" in by_entity.text
     assert "organisation.updated" in by_actor.text
     assert "organisation.created" not in by_actor.text  # created by the factory, not the admin
     assert unknown_actor.status_code == 422
