@@ -380,3 +380,66 @@ def test_the_same_event_always_gives_the_same_bytes() -> None:
     assert ics.feed([booking_event(booking())], name="x") == ics.feed(
         [booking_event(booking())], name="x"
     )
+
+
+# --- The feed's plain-text writer against the ics-built feed ------------------------------------
+
+TRICKY_EVENTS = [
+    event(),
+    event(description=LONG_CHINESE, location="理学楼 B201, 3 层; 东侧"),
+    event(summary="a,b;c\nd\\e", description="一\r\n二\r三\x00\x1b四\t五", location="x" * 200),
+    event(location="a仪é🔬" * 40, summary="🔬" * 60, description="é" * 100),
+    event(uid="booking-123456789@" + "very-long-subdomain." * 5 + "example.cn", sequence=117),
+    event(description="", location=""),
+    event(status="TENTATIVE", stamp=STAMP.astimezone(ZoneInfo("Europe/Berlin"))),
+    event(status="CANCELLED", start=datetime(2026, 12, 1, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))),
+    booking_event(booking(), locale="zh-CN"),
+    booking_event(booking(S.PENDING, purpose="a;b,c\\d\n第二行"), locale="en"),
+    booking_event(booking(S.CANCELLED), locale="en", who=""),
+    booking_event(booking(S.IN_USE, calendar_uid="booking-3"), locale="zh-CN", who=None),
+    booking_event(
+        booking(start_at=START + timedelta(hours=12), end_at=START + timedelta(hours=40)),
+        locale="en",
+        who=None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "product"),
+    [
+        ("我的仪器预约", ics.PRODUCT),
+        ("X射线衍射仪, 理学楼; 3\\层\n" * 6, "-//a much longer product name, with commas//" * 3),
+    ],
+)
+def test_the_feed_writer_gives_the_bytes_of_the_ics_built_feed(name: str, product: str) -> None:
+    fast = ics.feed(TRICKY_EVENTS, name=name, product=product)
+    reference = ics.feed_with_ics(TRICKY_EVENTS, name=name, product=product)
+
+    assert fast == reference
+    # And the independent parser reads the same calendar from both, property by property.
+    written, built = parse(fast), parse(reference)
+    assert written.to_ical() == built.to_ical()
+    pairs = list(zip(written.walk("VEVENT"), built.walk("VEVENT"), strict=True))
+    assert len(pairs) == len(TRICKY_EVENTS)
+    for (ours, theirs), source in zip(pairs, TRICKY_EVENTS, strict=True):
+        assert sorted(ours) == sorted(theirs)
+        assert {k: ours[k].to_ical() for k in ours} == {k: theirs[k].to_ical() for k in theirs}
+        assert str(ours["UID"]) == source.uid
+        assert str(ours["SUMMARY"]) == _readable(source.summary)
+        assert str(ours.get("DESCRIPTION", "")) == _readable(source.description)
+        assert str(ours.get("LOCATION", "")) == _readable(source.location)
+        assert utc_property(ours, "DTSTART") == source.start
+        assert utc_property(ours, "DTSTAMP") == source.stamp
+
+
+def _readable(text: str) -> str:
+    """What a calendar app reads back: line breaks as LF, control characters gone."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return "".join(c for c in text if c in "\t\n" or not (ord(c) < 0x20 or ord(c) == 0x7F))
+
+
+def test_both_feed_writers_refuse_an_unknown_status() -> None:
+    for write in (ics.feed, ics.feed_with_ics):
+        with pytest.raises(ValueError, match="status"):
+            write([dataclasses.replace(event(), status="MAYBE")], name="x")
