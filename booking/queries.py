@@ -16,12 +16,26 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
-from booking.models import Booking, UsageRecord
-from booking.rules import HELD_STATUSES, BookingStatus, free_intervals
+from booking.models import (
+    Booking,
+    ServiceRequest,
+    UsageRecord,
+    WaitlistEntry,
+    WaitlistStatus,
+)
+from booking.rules import (
+    HELD_STATUSES,
+    TRANSITIONS,
+    BookingStatus,
+    free_intervals,
+    is_late_cancellation,
+)
+from core.accounts.models import User
+from core.audit import AuditEntry
 from core.auth.principal import Principal
 from core.errors import Problem, RuleViolation
 from instruments import queries as catalogue
-from instruments.models import Instrument
+from instruments.models import Facility, Instrument, TestingService
 from instruments.rules import Interval
 
 MAX_WINDOW_DAYS = 62
@@ -179,3 +193,233 @@ def list_usage_records(
         query.order_by(col(UsageRecord.started_at).desc()).offset(offset).limit(limit)
     ).all()
     return list(rows), int(total)
+
+
+# --- The researcher's own pages: bookings, waitlist, service requests -----------------------
+
+
+@dataclass(frozen=True)
+class OwnBooking:
+    """A booking of the user's own with what its page shows of the instrument and facility."""
+
+    booking: Booking
+    instrument_name: str
+    facility_name: str
+    timezone: str
+    cancellation_deadline_hours: int
+    late_cancel_charge_percent: int
+
+
+OWN_BOOKING_COLUMNS = (
+    col(Instrument.name),
+    col(Facility.name),
+    col(Facility.timezone),
+    col(Instrument.cancellation_deadline_hours),
+    col(Instrument.late_cancel_charge_percent),
+)
+
+
+def _is_current(at: datetime) -> Any:
+    """Still ahead of the user: held and not over, or in use (the check-out is still due)."""
+    return col(Booking.status).in_(list(HELD_STATUSES)) & (
+        (col(Booking.end_at) > at) | (col(Booking.status) == BookingStatus.IN_USE)
+    )
+
+
+def own_bookings(
+    session: Session,
+    *,
+    user_id: int,
+    upcoming: bool,
+    at: datetime,
+    offset: int = 0,
+    limit: int = 20,
+) -> tuple[list[OwnBooking], int]:
+    """The user's own bookings, upcoming (soonest first) or past (latest first), with their
+    instruments and facilities: one query for the page and one count, however many rows."""
+    condition = _is_current(at) if upcoming else sa.not_(_is_current(at))
+    mine = col(Booking.user_id) == user_id
+    total = session.exec(select(func.count()).select_from(Booking).where(mine, condition)).one()
+    order = (
+        (col(Booking.start_at), col(Booking.id))
+        if upcoming
+        else (col(Booking.start_at).desc(), col(Booking.id).desc())
+    )
+    rows = session.execute(
+        sa.select(Booking, *OWN_BOOKING_COLUMNS)
+        .join(Instrument, col(Instrument.id) == col(Booking.instrument_id))
+        .join(Facility, col(Facility.id) == col(Booking.facility_id))
+        .where(mine, condition)
+        .order_by(*order)
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return [OwnBooking(*row) for row in rows], int(total)
+
+
+@dataclass(frozen=True)
+class BookingActions:
+    """What the booker may do with a booking now, and whether cancelling would be late."""
+
+    cancel: bool
+    move: bool
+    check_in: bool
+    check_out: bool
+    hand_over: bool
+    accept_offer: bool
+    cancellation_deadline: datetime
+    late_cancellation: bool  # cancelling now is late: the instrument's charge may apply
+
+
+def actions_now(
+    booking: Booking, *, cancellation_deadline_hours: int, grace: timedelta, at: datetime
+) -> BookingActions:
+    """The booker's actions allowed at ``at`` (the services check again when one is taken)."""
+    status = BookingStatus(booking.status)
+    return BookingActions(
+        cancel=status in TRANSITIONS["cancel"],
+        move=status in TRANSITIONS["move"] and booking.start_at > at,
+        check_in=status in TRANSITIONS["check_in"]
+        and booking.start_at - grace <= at < booking.end_at,
+        check_out=status in TRANSITIONS["check_out"],
+        hand_over=status in TRANSITIONS["hand_over"] and booking.end_at > at,
+        accept_offer=status is BookingStatus.OFFERED
+        and (booking.offer_expires_at is None or booking.offer_expires_at > at),
+        cancellation_deadline=booking.start_at - timedelta(hours=cancellation_deadline_hours),
+        # Only a confirmed booking is charged for a late cancellation (booking.service.cancel).
+        late_cancellation=status is BookingStatus.CONFIRMED
+        and is_late_cancellation(at, booking.start_at, cancellation_deadline_hours),
+    )
+
+
+def replaced_booking_id(session: Session, *, booking_id: int) -> int | None:
+    """The booking this one replaced when it was moved, if any."""
+    return session.exec(select(Booking.id).where(Booking.replaced_by_id == booking_id)).first()
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    occurred_at: datetime
+    action: str
+    actor_name: str | None
+    data: dict[str, Any]
+
+
+def history(
+    session: Session, *, subject_type: str, subject_ids: Sequence[int], limit: int = 100
+) -> list[HistoryEntry]:
+    """Audit entries of some bookings or service requests, oldest first, with who acted."""
+    rows = session.execute(
+        sa.select(AuditEntry, col(User.name))
+        .outerjoin(User, col(User.id) == col(AuditEntry.actor_id))
+        .where(
+            col(AuditEntry.subject_type) == subject_type,
+            col(AuditEntry.subject_id).in_([str(i) for i in subject_ids]),
+        )
+        .order_by(col(AuditEntry.id))
+        .limit(limit)
+    ).all()
+    return [HistoryEntry(e.occurred_at, e.action, name, dict(e.data or {})) for e, name in rows]
+
+
+def active_user_id_by_email(session: Session, email: str) -> int | None:
+    """Whom an e-mail address names (stored lower-cased), if active."""
+    return session.exec(
+        select(User.id).where(User.email == email.strip().lower(), col(User.is_active).is_(True))
+    ).first()
+
+
+@dataclass(frozen=True)
+class OwnWaitlistEntry:
+    entry: WaitlistEntry
+    instrument_name: str
+    facility_name: str
+    timezone: str
+    offer: Booking | None
+
+
+def own_waitlist(
+    session: Session, *, user_id: int, offset: int = 0, limit: int = 20
+) -> tuple[list[OwnWaitlistEntry], int]:
+    """The user's waitlist entries with instruments and offers (one query and one count);
+    live ones (offered, waiting) first, each group by start."""
+    mine = col(WaitlistEntry.user_id) == user_id
+    total = session.exec(select(func.count()).select_from(WaitlistEntry).where(mine)).one()
+    live = sa.case(
+        (col(WaitlistEntry.status) == WaitlistStatus.OFFERED, 0),
+        (col(WaitlistEntry.status) == WaitlistStatus.WAITING, 1),
+        else_=2,
+    )
+    rows = session.execute(
+        sa.select(WaitlistEntry, col(Instrument.name), col(Facility.name), col(Facility.timezone))
+        .join(Instrument, col(Instrument.id) == col(WaitlistEntry.instrument_id))
+        .join(Facility, col(Facility.id) == col(Instrument.facility_id))
+        .where(mine)
+        .order_by(live, col(WaitlistEntry.start_at), col(WaitlistEntry.id))
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    offer_ids = [e.offered_booking_id for e, *_ in rows if e.offered_booking_id is not None]
+    offers = (
+        {b.id: b for b in session.exec(select(Booking).where(col(Booking.id).in_(offer_ids))).all()}
+        if offer_ids
+        else {}
+    )
+    return [
+        OwnWaitlistEntry(e, name, facility, zone, offers.get(e.offered_booking_id))
+        for e, name, facility, zone in rows
+    ], int(total)
+
+
+@dataclass(frozen=True)
+class OwnServiceRequest:
+    request: ServiceRequest
+    service_name: str
+    facility_name: str
+    timezone: str
+
+
+def own_service_requests(
+    session: Session, *, user_id: int, offset: int = 0, limit: int = 20
+) -> tuple[list[OwnServiceRequest], int]:
+    """The user's own service requests, newest first, with service and facility names."""
+    mine = col(ServiceRequest.user_id) == user_id
+    total = session.exec(select(func.count()).select_from(ServiceRequest).where(mine)).one()
+    rows = session.execute(
+        sa.select(
+            ServiceRequest, col(TestingService.name), col(Facility.name), col(Facility.timezone)
+        )
+        .join(TestingService, col(TestingService.id) == col(ServiceRequest.testing_service_id))
+        .join(Facility, col(Facility.id) == col(ServiceRequest.facility_id))
+        .where(mine)
+        .order_by(col(ServiceRequest.id).desc())
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return [OwnServiceRequest(*row) for row in rows], int(total)
+
+
+def service_choices(session: Session, *, limit: int = 500) -> list[tuple[TestingService, str]]:
+    """Active testing services of active facilities with their facility's name, to choose from."""
+    return [
+        (service, facility_name)
+        for service, facility_name in session.execute(
+            sa.select(TestingService, col(Facility.name))
+            .join(Facility, col(Facility.id) == col(TestingService.facility_id))
+            .where(col(TestingService.is_active).is_(True), col(Facility.is_active).is_(True))
+            .order_by(col(Facility.name), col(TestingService.name))
+            .limit(limit)
+        ).all()
+    ]
+
+
+def service_with_facility(
+    session: Session, *, testing_service_id: int
+) -> tuple[TestingService, str, str]:
+    """A testing service with its facility's name and time zone."""
+    service, facility_name, zone = session.execute(
+        sa.select(TestingService, col(Facility.name), col(Facility.timezone))
+        .join(Facility, col(Facility.id) == col(TestingService.facility_id))
+        .where(col(TestingService.id) == testing_service_id)
+    ).one()
+    return service, facility_name, zone
