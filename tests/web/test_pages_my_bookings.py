@@ -298,6 +298,25 @@ def test_cancelling_after_the_deadline_warns_of_the_charge_and_counts_as_late(
     assert status_of(client.get("/my/bookings?when=past").text, soon.id or 0) == "cancelled"
 
 
+def test_the_pages_speak_english_to_an_english_speaking_user(
+    client: TestClient, session: Session, lab: Lab
+) -> None:
+    english = make_user(session, organisation=lab.organisation, locale="en")
+    qualify(session, english, lab.instrument)
+    booking_in(session, lab, english, BookingStatus.CONFIRMED, at("2026-11-30 14:00"))
+    login_page(client, english.email)
+
+    page = client.get("/my/bookings").text
+
+    assert "Upcoming" in page
+    assert "Confirmed" in page
+    assert (
+        "The cancellation deadline (2026-11-29 14:00 (Asia/Shanghai)) has passed: "
+        "a late-cancellation charge of 50 % of the price may apply."
+    ) in page
+    assert "Calendar subscription" in page
+
+
 def test_a_form_without_its_csrf_token_is_refused(
     client: TestClient, session: Session, lab: Lab
 ) -> None:
@@ -759,6 +778,7 @@ def test_a_service_request_with_a_file_is_sent_once_and_its_report_downloaded(
     )
     detail = client.get(f"/my/service-requests/{request.id}").text
     assert "报告已出" in detail
+    assert "下载检测报告" in detail
     assert f"/my/service-requests/{request.id}/files/{report.id}" in detail
     assert "已受理" in detail  # the status history
 

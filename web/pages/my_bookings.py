@@ -1175,6 +1175,5 @@ def download_file(
         headers={
             "Content-Disposition": content_disposition(stored.filename),
             "Cache-Control": "private, no-store",
-            "X-Content-Type-Options": "nosniff",
         },
     )
