@@ -423,3 +423,104 @@ def service_with_facility(
         .where(col(TestingService.id) == testing_service_id)
     ).one()
     return service, facility_name, zone
+
+
+# --- Reads for the lab manager pages ------------------------------------------------------
+
+
+def bookings_overlapping(
+    session: Session,
+    *,
+    facility_id: int,
+    instrument_id: int | None,
+    start: datetime,
+    end: datetime,
+    statuses: Sequence[BookingStatus] = tuple(HELD_STATUSES),
+    limit: int = 500,
+) -> list[dict[str, Any]]:
+    """Bookings in ``statuses`` overlapping ``[start, end)`` on one instrument, or on every
+    instrument of the facility, with the instrument's and the user's names: one query."""
+    from core.accounts.models import User
+
+    conditions: list[Any] = [
+        col(Booking.status).in_(list(statuses)),
+        col(Booking.start_at) < end,
+        col(Booking.end_at) > start,
+    ]
+    if instrument_id is not None:
+        conditions.append(col(Booking.instrument_id) == instrument_id)
+    else:
+        conditions.append(col(Booking.facility_id) == facility_id)
+    rows = session.execute(
+        sa.select(
+            col(Booking.id),
+            col(Booking.instrument_id),
+            col(Booking.start_at),
+            col(Booking.end_at),
+            col(Booking.status),
+            col(Booking.attention),
+            col(Booking.reason),
+            col(Instrument.name).label("instrument_name"),
+            col(User.name).label("user_name"),
+            col(User.email).label("user_email"),
+        )
+        .join(Instrument, col(Instrument.id) == Booking.instrument_id)
+        .join(User, col(User.id) == Booking.user_id)
+        .where(*conditions)
+        .order_by(col(Booking.start_at), col(Booking.id))
+        .limit(limit)
+    ).mappings()
+    return [dict(row) for row in rows]
+
+
+def facility_service_request_rows(
+    session: Session,
+    *,
+    facility_ids: Sequence[int] | None,
+    status: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
+    """Service requests of the facilities (all when None), newest first, with the testing
+    service's and requester's names; the total and the count per status: three queries."""
+    from booking.models import ServiceRequest
+    from core.accounts.models import User
+    from instruments.models import Facility, TestingService
+
+    scope: list[Any] = []
+    if facility_ids is not None:
+        scope.append(col(ServiceRequest.facility_id).in_(list(facility_ids)))
+    counts = {
+        str(row[0]): int(row[1])
+        for row in session.execute(
+            sa.select(col(ServiceRequest.status), func.count())
+            .where(*scope)
+            .group_by(col(ServiceRequest.status))
+        )
+    }
+    conditions = [*scope]
+    if status is not None:
+        conditions.append(col(ServiceRequest.status) == status)
+    total = session.exec(select(func.count()).select_from(ServiceRequest).where(*conditions)).one()
+    rows = session.execute(
+        sa.select(
+            col(ServiceRequest.id),
+            col(ServiceRequest.status),
+            col(ServiceRequest.sample_count),
+            col(ServiceRequest.scheduled_date),
+            col(ServiceRequest.submitted_at),
+            col(ServiceRequest.facility_id),
+            col(TestingService.name).label("service_name"),
+            col(Facility.timezone),
+            col(User.name).label("user_name"),
+            col(User.email).label("user_email"),
+        )
+        .join(TestingService, col(TestingService.id) == ServiceRequest.testing_service_id)
+        .join(Facility, col(Facility.id) == ServiceRequest.facility_id)
+        .join(User, col(User.id) == ServiceRequest.user_id)
+        .where(*conditions)
+        .order_by(sa.desc(col(ServiceRequest.id)))
+        .offset(offset)
+        .limit(limit)
+    ).mappings()
+    return [dict(row) for row in rows], int(total), counts

@@ -592,3 +592,160 @@ def list_testing_services(
         ).all():
             links[service_id].append(linked)
     return [(row, links.get(row.id or 0, [])) for row in rows], int(total)
+
+
+# --- Reads for the lab manager pages ------------------------------------------------------
+
+
+def managed_instrument_rows(
+    session: Session,
+    *,
+    facility_ids: Sequence[int] | None,
+    facility_id: int | None = None,
+    status: InstrumentStatus | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[tuple[Instrument, Facility]], int]:
+    """Instruments of the given facilities (all when None) with their facility, one page and
+    the total: two queries, however many rows."""
+    conditions: list[Any] = []
+    if facility_ids is not None:
+        conditions.append(col(Instrument.facility_id).in_(list(facility_ids)))
+    if facility_id is not None:
+        conditions.append(Instrument.facility_id == facility_id)
+    if status is not None:
+        conditions.append(Instrument.status == status)
+    total = session.exec(select(func.count()).select_from(Instrument).where(*conditions)).one()
+    rows = session.exec(
+        select(Instrument, Facility)
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .where(*conditions)
+        .order_by(col(Facility.name), col(Instrument.name), col(Instrument.id))
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return [(row[0], row[1]) for row in rows], int(total)
+
+
+def instrument_choices(
+    session: Session, *, facility_ids: Sequence[int] | None, include_retired: bool = False
+) -> list[tuple[int, str, str, int]]:
+    """(id, name, asset code, facility id) of the facilities' instruments, for select boxes."""
+    query = sa.select(
+        col(Instrument.id),
+        col(Instrument.name),
+        col(Instrument.asset_code),
+        col(Instrument.facility_id),
+    )
+    if facility_ids is not None:
+        query = query.where(col(Instrument.facility_id).in_(list(facility_ids)))
+    if not include_retired:
+        query = query.where(col(Instrument.status) != InstrumentStatus.RETIRED)
+    return [
+        (row[0], row[1], row[2], row[3])
+        for row in session.execute(query.order_by(col(Instrument.name), col(Instrument.id)))
+    ]
+
+
+def outage_rows(
+    session: Session,
+    *,
+    facility_ids: Sequence[int] | None,
+    upcoming: bool,
+    at: datetime,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], int]:
+    """Outages of the facilities that have not ended at ``at`` (soonest first) or have (latest
+    first), with the instrument's and facility's names and the facility's zone."""
+    conditions: list[Any] = [col(Outage.end_at) > at if upcoming else col(Outage.end_at) <= at]
+    if facility_ids is not None:
+        conditions.append(col(Outage.facility_id).in_(list(facility_ids)))
+    total = session.exec(select(func.count()).select_from(Outage).where(*conditions)).one()
+    order = col(Outage.start_at) if upcoming else sa.desc(col(Outage.start_at))
+    rows = session.execute(
+        sa.select(
+            col(Outage.id),
+            col(Outage.facility_id),
+            col(Outage.instrument_id),
+            col(Outage.start_at),
+            col(Outage.end_at),
+            col(Outage.kind),
+            col(Outage.note),
+            col(Facility.name).label("facility_name"),
+            col(Facility.timezone),
+            col(Instrument.name).label("instrument_name"),
+        )
+        .join(Facility, col(Facility.id) == Outage.facility_id)
+        .outerjoin(Instrument, col(Instrument.id) == Outage.instrument_id)
+        .where(*conditions)
+        .order_by(order, col(Outage.id))
+        .offset(offset)
+        .limit(limit)
+    ).mappings()
+    return [dict(row) for row in rows], int(total)
+
+
+def qualification_rows(
+    session: Session,
+    *,
+    facility_ids: Sequence[int] | None,
+    instrument_id: int | None = None,
+    user_id: int | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], int]:
+    """Qualifications on the facilities' instruments, every record (the history), newest first,
+    with the user's, instrument's and granter's names: two queries."""
+    from sqlalchemy.orm import aliased
+
+    from core.accounts.models import User
+
+    holder = aliased(User)
+    granter = aliased(User)
+    conditions: list[Any] = []
+    if facility_ids is not None:
+        conditions.append(col(Instrument.facility_id).in_(list(facility_ids)))
+    if instrument_id is not None:
+        conditions.append(col(Qualification.instrument_id) == instrument_id)
+    if user_id is not None:
+        conditions.append(col(Qualification.user_id) == user_id)
+    total = session.exec(
+        select(func.count())
+        .select_from(Qualification)
+        .join(Instrument, col(Instrument.id) == Qualification.instrument_id)
+        .where(*conditions)
+    ).one()
+    current = now()
+    rows = session.execute(
+        sa.select(
+            col(Qualification.id),
+            col(Qualification.user_id),
+            col(Qualification.instrument_id),
+            col(Qualification.granted_at),
+            col(Qualification.expires_at),
+            col(Qualification.revoked_at),
+            col(Qualification.note),
+            col(holder.name).label("user_name"),
+            col(holder.email).label("user_email"),
+            col(granter.name).label("granted_by_name"),
+            col(Instrument.name).label("instrument_name"),
+            col(Facility.timezone),
+        )
+        .join(Instrument, col(Instrument.id) == Qualification.instrument_id)
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .join(holder, col(holder.id) == Qualification.user_id)
+        .outerjoin(granter, col(granter.id) == Qualification.granted_by_id)
+        .where(*conditions)
+        .order_by(sa.desc(col(Qualification.id)))
+        .offset(offset)
+        .limit(limit)
+    ).mappings()
+    items = []
+    for row in rows:
+        item = dict(row)
+        item["is_valid"] = item["revoked_at"] is None and (
+            item["expires_at"] is None or item["expires_at"] > current
+        )
+        items.append(item)
+    return items, int(total)
