@@ -7,6 +7,8 @@ queries, however many instruments match.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from sqlmodel import Session, col, func, select
 
 from booking.models import (
     Booking,
+    IdempotencyRecord,
     ServiceRequest,
     UsageRecord,
     WaitlistEntry,
@@ -27,15 +30,18 @@ from booking.rules import (
     HELD_STATUSES,
     TRANSITIONS,
     BookingStatus,
+    OperatedBy,
     free_intervals,
     is_late_cancellation,
 )
-from core.accounts.models import User
+from core.accounts.models import Organisation, User
 from core.audit import AuditEntry
 from core.auth.principal import Principal
-from core.errors import Problem, RuleViolation
+from core.clock import now
+from core.errors import NotFound, Problem, RuleViolation
 from instruments import queries as catalogue
-from instruments.models import Facility, Instrument, TestingService
+from instruments.models import Facility, Instrument, Qualification, TestingService
+from instruments.queries import InstrumentSearch
 from instruments.rules import Interval
 
 MAX_WINDOW_DAYS = 62
@@ -53,19 +59,35 @@ def _check_window(start: datetime, end: datetime) -> None:
         raise RuleViolation(problems)
 
 
+@functools.cache
+def _held_ranges(dialect: str) -> sa.Select[Any]:
+    """Held ranges of the instruments ``ids`` overlapping ``[start, end)``; built once, with
+    bound parameters (building a statement costs more than running it).
+
+    On SQLite the status test is kept out of index choice (``status || ''``): without fresh
+    statistics SQLite would walk the status index, every held booking of every instrument,
+    instead of each instrument's time range in ``ix_booking_instrument_held``."""
+    booking = Booking.__table__.c  # type: ignore[attr-defined]
+    status: Any = booking.status
+    if dialect == "sqlite":
+        status = sa.type_coerce(status, sa.String()).concat(sa.literal_column("''"))
+    return sa.select(booking.instrument_id, booking.start_at, booking.held_until).where(
+        booking.instrument_id.in_(sa.bindparam("ids", expanding=True)),
+        status.in_([s.value for s in HELD_STATUSES]),
+        booking.start_at < sa.bindparam("end"),
+        booking.held_until > sa.bindparam("start"),
+    )
+
+
 def held_ranges(
     session: Session, *, instrument_ids: Sequence[int], start: datetime, end: datetime
 ) -> dict[int, list[Interval]]:
     """Held ranges ``[start, end + buffer)`` of bookings overlapping the window, by instrument."""
     ranges: dict[int, list[Interval]] = defaultdict(list)
-    for instrument_id, held_start, held_end in session.execute(
-        sa.select(col(Booking.instrument_id), col(Booking.start_at), col(Booking.held_until)).where(
-            col(Booking.instrument_id).in_(list(instrument_ids)),
-            col(Booking.status).in_(list(HELD_STATUSES)),
-            col(Booking.start_at) < end,
-            col(Booking.held_until) > start,
-        )
-    ):
+    connection = session.connection()
+    statement = _held_ranges(connection.dialect.name)
+    parameters = {"ids": list(instrument_ids), "start": start, "end": end}
+    for instrument_id, held_start, held_end in connection.execute(statement, parameters):
         ranges[instrument_id].append((held_start, held_end))
     return ranges
 
@@ -73,11 +95,15 @@ def held_ranges(
 def availability(
     session: Session, *, instrument_id: int, start: datetime, end: datetime, min_minutes: int = 0
 ) -> list[Interval]:
-    """Free, bookable intervals of one instrument in ``[start, end)``."""
+    """Free, bookable intervals of one instrument in ``[start, end)`` (404 if there is no such
+    instrument)."""
     _check_window(start, end)
-    return free_time(
+    free = free_time(
         session, instrument_ids=[instrument_id], start=start, end=end, min_minutes=min_minutes
-    ).get(instrument_id, [])
+    )
+    if instrument_id not in free:
+        raise NotFound("Instrument")
+    return free[instrument_id]
 
 
 def free_time(
@@ -88,32 +114,36 @@ def free_time(
     end: datetime,
     min_minutes: int = 0,
 ) -> dict[int, list[Interval]]:
-    """Free intervals of many instruments (three or five queries in all)."""
+    """Free intervals of many instruments (two queries in all, four on a cold calendar cache).
+
+    Each facility's week is expanded once for all its instruments; an instrument that is
+    not open at all in the window needs no subtraction.
+    """
     calendars = catalogue.load_calendars(
         session, instrument_ids=instrument_ids, start=start, end=end
     )
     if not calendars:
         return {}
-    slots = {
-        instrument_id: (slot_minutes, buffer_minutes)
-        for instrument_id, slot_minutes, buffer_minutes in session.execute(
-            sa.select(
-                col(Instrument.id), col(Instrument.slot_minutes), col(Instrument.buffer_minutes)
-            ).where(col(Instrument.id).in_(list(calendars)))
-        ).all()
-    }
+    opened = catalogue.open_intervals_of(calendars, start, end)
+    bookable = [instrument_id for instrument_id, spans in opened.items() if spans]
     # A booking ending at the window's end still holds its buffer after it.
-    buffers = timedelta(minutes=max((b for _, b in slots.values()), default=0))
-    held = held_ranges(session, instrument_ids=list(calendars), start=start, end=end + buffers)
+    buffers = timedelta(minutes=max((c.buffer_minutes for c in calendars.values()), default=0))
+    held = (
+        held_ranges(session, instrument_ids=bookable, start=start, end=end + buffers)
+        if bookable
+        else {}
+    )
     return {
         instrument_id: free_intervals(
-            calendar.open_intervals(start, end),
+            opened[instrument_id],
             held.get(instrument_id, []),
-            slot_minutes=slots[instrument_id][0],
+            slot_minutes=calendar.slot_minutes,
             zone=calendar.facility.zone,
             min_minutes=min_minutes,
-            buffer_minutes=slots[instrument_id][1],
+            buffer_minutes=calendar.buffer_minutes,
         )
+        if opened[instrument_id]
+        else []
         for instrument_id, calendar in calendars.items()
     }
 
@@ -193,6 +223,494 @@ def list_usage_records(
         query.order_by(col(UsageRecord.started_at).desc()).offset(offset).limit(limit)
     ).all()
     return list(rows), int(total)
+
+
+@dataclass(frozen=True)
+class CalendarEntry:
+    """A booking as an instrument's calendar shows it to one viewer: the viewer's own with its
+    id and status; anyone else's only as busy time (who holds it stays private)."""
+
+    start: datetime
+    end: datetime
+    own_booking_id: int | None = None
+    status: BookingStatus | None = None
+
+
+def calendar_entries(
+    session: Session, *, instrument_id: int, viewer_id: int | None, start: datetime, end: datetime
+) -> list[CalendarEntry]:
+    """Held bookings overlapping ``[start, end)`` (others' up to their held end, buffer
+    included), and the viewer's own used ones too; one query."""
+    _check_window(start, end)
+    statuses = [*HELD_STATUSES, BookingStatus.COMPLETED]
+    entries = []
+    for booking_id, user_id, status, booked_start, booked_end, held_end in session.execute(
+        sa.select(
+            col(Booking.id),
+            col(Booking.user_id),
+            col(Booking.status),
+            col(Booking.start_at),
+            col(Booking.end_at),
+            col(Booking.held_until),
+        )
+        .where(
+            col(Booking.instrument_id) == instrument_id,
+            col(Booking.status).in_(statuses),
+            col(Booking.start_at) < end,
+            col(Booking.held_until) > start,
+        )
+        .order_by(col(Booking.start_at))
+    ):
+        if viewer_id is not None and user_id == viewer_id:
+            entries.append(CalendarEntry(booked_start, booked_end, booking_id, status))
+        elif status in HELD_STATUSES:
+            entries.append(CalendarEntry(booked_start, held_end))
+    return entries
+
+
+def recent_charge_accounts(session: Session, *, user_id: int, limit: int = 5) -> list[str]:
+    """The accounts (经费卡, payers) a user charged most recently, to offer again."""
+    rows = session.execute(
+        sa.select(col(Booking.charge_account))
+        .where(col(Booking.user_id) == user_id, col(Booking.charge_account) != "")
+        .group_by(col(Booking.charge_account))
+        .order_by(func.max(col(Booking.created_at)).desc())
+        .limit(limit)
+    ).scalars()
+    return list(rows)
+
+
+def idempotency_record(session: Session, *, user_id: int, key: str) -> IdempotencyRecord | None:
+    """The first answer given to a user's request sent with ``key``, if there was one."""
+    return session.exec(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key
+        )
+    ).first()
+
+
+FREE_SEARCH_CHUNK = 60
+FREE_SEARCH_SCAN = 500
+
+
+def free_instruments(
+    session: Session,
+    search: InstrumentSearch,
+    *,
+    start: datetime,
+    end: datetime,
+    min_minutes: int,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[tuple[dict[str, Any], list[Interval]]], int]:
+    """Catalogue matches free for at least ``min_minutes`` within ``[start, end)``, with their
+    free intervals: one page and how many in all (among the first 500 matches). Free time is
+    read in chunks of matches, a fixed number of queries per chunk."""
+    _check_window(start, end)
+    matches, _ = catalogue.search_instruments(session, search, limit=FREE_SEARCH_SCAN)
+    found: list[tuple[dict[str, Any], list[Interval]]] = []
+    for first in range(0, len(matches), FREE_SEARCH_CHUNK):
+        chunk = matches[first : first + FREE_SEARCH_CHUNK]
+        free = free_time(
+            session,
+            instrument_ids=[m["id"] for m in chunk],
+            start=start,
+            end=end,
+            min_minutes=min_minutes,
+        )
+        found.extend((m, free[m["id"]]) for m in chunk if free.get(m["id"]))
+    return found[offset : offset + limit], len(found)
+
+
+# --- Reads for the lab manager pages ------------------------------------------------------
+
+
+def bookings_overlapping(
+    session: Session,
+    *,
+    facility_id: int,
+    instrument_id: int | None,
+    start: datetime,
+    end: datetime,
+    statuses: Sequence[BookingStatus] = tuple(HELD_STATUSES),
+    limit: int = 500,
+) -> list[dict[str, Any]]:
+    """Bookings in ``statuses`` overlapping ``[start, end)`` on one instrument, or on every
+    instrument of the facility, with the instrument's and the user's names: one query."""
+    from core.accounts.models import User
+
+    conditions: list[Any] = [
+        col(Booking.status).in_(list(statuses)),
+        col(Booking.start_at) < end,
+        col(Booking.end_at) > start,
+    ]
+    if instrument_id is not None:
+        conditions.append(col(Booking.instrument_id) == instrument_id)
+    else:
+        conditions.append(col(Booking.facility_id) == facility_id)
+    rows = session.execute(
+        sa.select(
+            col(Booking.id),
+            col(Booking.instrument_id),
+            col(Booking.start_at),
+            col(Booking.end_at),
+            col(Booking.status),
+            col(Booking.attention),
+            col(Booking.reason),
+            col(Instrument.name).label("instrument_name"),
+            col(User.name).label("user_name"),
+            col(User.email).label("user_email"),
+        )
+        .join(Instrument, col(Instrument.id) == Booking.instrument_id)
+        .join(User, col(User.id) == Booking.user_id)
+        .where(*conditions)
+        .order_by(col(Booking.start_at), col(Booking.id))
+        .limit(limit)
+    ).mappings()
+    return [dict(row) for row in rows]
+
+
+def facility_service_request_rows(
+    session: Session,
+    *,
+    facility_ids: Sequence[int] | None,
+    status: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
+    """Service requests of the facilities (all when None), newest first, with the testing
+    service's and requester's names; the total and the count per status: three queries."""
+    from booking.models import ServiceRequest
+    from core.accounts.models import User
+    from instruments.models import Facility, TestingService
+
+    scope: list[Any] = []
+    if facility_ids is not None:
+        scope.append(col(ServiceRequest.facility_id).in_(list(facility_ids)))
+    counts = {
+        str(row[0]): int(row[1])
+        for row in session.execute(
+            sa.select(col(ServiceRequest.status), func.count())
+            .where(*scope)
+            .group_by(col(ServiceRequest.status))
+        )
+    }
+    conditions = [*scope]
+    if status is not None:
+        conditions.append(col(ServiceRequest.status) == status)
+    total = session.exec(select(func.count()).select_from(ServiceRequest).where(*conditions)).one()
+    rows = session.execute(
+        sa.select(
+            col(ServiceRequest.id),
+            col(ServiceRequest.status),
+            col(ServiceRequest.sample_count),
+            col(ServiceRequest.scheduled_date),
+            col(ServiceRequest.submitted_at),
+            col(ServiceRequest.facility_id),
+            col(TestingService.name).label("service_name"),
+            col(Facility.timezone),
+            col(User.name).label("user_name"),
+            col(User.email).label("user_email"),
+        )
+        .join(TestingService, col(TestingService.id) == ServiceRequest.testing_service_id)
+        .join(Facility, col(Facility.id) == ServiceRequest.facility_id)
+        .join(User, col(User.id) == ServiceRequest.user_id)
+        .where(*conditions)
+        .order_by(sa.desc(col(ServiceRequest.id)))
+        .offset(offset)
+        .limit(limit)
+    ).mappings()
+    return [dict(row) for row in rows], int(total), counts
+
+
+# --- Lab manager pages: bookings and usage with the people and instruments they show -------
+
+
+@dataclass(frozen=True)
+class BookingRow:
+    """A booking with what a manager's page shows beside it, loaded in one query per page.
+
+    ``qualification`` is filled for the approval queue only: ``not_required``, ``valid``,
+    ``expires_before_end`` or ``missing``.
+    """
+
+    booking: Booking
+    user_name: str
+    user_email: str
+    organisation_name: str | None
+    instrument_name: str
+    facility_id: int
+    facility_name: str
+    zone: str
+    qualification: str | None = None
+
+
+def _booking_rows_query() -> Any:
+    return (
+        sa.select(
+            Booking,
+            col(User.name),
+            col(User.email),
+            col(Organisation.name),
+            col(Instrument.name),
+            col(Facility.name),
+            col(Facility.timezone),
+        )
+        .join(User, col(User.id) == Booking.user_id)
+        .outerjoin(Organisation, col(Organisation.id) == Booking.organisation_id)
+        .join(Instrument, col(Instrument.id) == Booking.instrument_id)
+        .join(Facility, col(Facility.id) == Booking.facility_id)
+    )
+
+
+def _booking_row(row: Any) -> BookingRow:
+    booking, user_name, email, organisation, instrument, facility, zone = row
+    return BookingRow(
+        booking, user_name, email, organisation, instrument, booking.facility_id, facility, zone
+    )
+
+
+def facility_bookings(
+    session: Session,
+    *,
+    facility_ids: Sequence[int] | None,
+    start: datetime,
+    end: datetime,
+    statuses: Sequence[BookingStatus],
+    instrument_id: int | None = None,
+    search: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[BookingRow], int]:
+    """Bookings overlapping ``[start, end)`` at these facilities (None: all), by start time.
+
+    ``search`` matches the booker's name or e-mail. Callers pass only facilities the reader
+    manages: these rows name who booked.
+    """
+    conditions: list[Any] = [
+        col(Booking.status).in_(list(statuses)),
+        col(Booking.start_at) < end,
+        col(Booking.end_at) > start,
+    ]
+    if facility_ids is not None:
+        conditions.append(col(Booking.facility_id).in_(list(facility_ids)))
+    if instrument_id is not None:
+        conditions.append(col(Booking.instrument_id) == instrument_id)
+    if search:
+        pattern = f"%{search.strip().lower()}%"
+        conditions.append(
+            col(Booking.user_id).in_(
+                select(User.id).where(
+                    func.lower(col(User.name)).like(pattern) | col(User.email).like(pattern)
+                )
+            )
+        )
+    total = session.exec(select(func.count()).select_from(Booking).where(*conditions)).one()
+    rows = session.execute(
+        _booking_rows_query()
+        .where(*conditions)
+        .order_by(col(Booking.start_at), col(Booking.id))
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return [_booking_row(row) for row in rows], int(total)
+
+
+def approval_queue(
+    session: Session,
+    *,
+    facility_ids: Sequence[int] | None,
+    instrument_id: int | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[BookingRow], int]:
+    """Pending requests at these facilities (None: all), oldest request first, with whether
+    each requester holds a qualification that lasts until the booking ends (three queries)."""
+    conditions: list[Any] = [col(Booking.status) == BookingStatus.PENDING]
+    if facility_ids is not None:
+        conditions.append(col(Booking.facility_id).in_(list(facility_ids)))
+    if instrument_id is not None:
+        conditions.append(col(Booking.instrument_id) == instrument_id)
+    total = session.exec(select(func.count()).select_from(Booking).where(*conditions)).one()
+    found = session.execute(
+        _booking_rows_query()
+        .add_columns(col(Instrument.requires_qualification))
+        .where(*conditions)
+        .order_by(col(Booking.created_at), col(Booking.id))
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    expiries: dict[tuple[int, int], list[datetime | None]] = defaultdict(list)
+    if found:
+        current = now()
+        for user_id, instrument, expires_at in session.execute(
+            sa.select(
+                col(Qualification.user_id),
+                col(Qualification.instrument_id),
+                col(Qualification.expires_at),
+            ).where(
+                col(Qualification.user_id).in_({row[0].user_id for row in found}),
+                col(Qualification.instrument_id).in_({row[0].instrument_id for row in found}),
+                col(Qualification.revoked_at).is_(None),
+                col(Qualification.expires_at).is_(None) | (col(Qualification.expires_at) > current),
+            )
+        ):
+            expiries[(user_id, instrument)].append(expires_at)
+    rows = []
+    for *columns, requires_qualification in found:
+        booking = columns[0]
+        held = expiries.get((booking.user_id, booking.instrument_id), [])
+        if not requires_qualification or booking.operated_by == OperatedBy.STAFF:
+            state = "not_required"
+        elif any(expires is None or expires >= booking.end_at for expires in held):
+            state = "valid"
+        else:
+            state = "expires_before_end" if held else "missing"
+        rows.append(dataclasses.replace(_booking_row(columns), qualification=state))
+    return rows, int(total)
+
+
+def pending_counts(session: Session, *, facility_ids: Sequence[int] | None) -> dict[int, int]:
+    """How many requests wait for a decision, by facility."""
+    query = sa.select(col(Booking.facility_id), func.count()).where(
+        col(Booking.status) == BookingStatus.PENDING
+    )
+    if facility_ids is not None:
+        query = query.where(col(Booking.facility_id).in_(list(facility_ids)))
+    return {
+        facility_id: int(count)
+        for facility_id, count in session.execute(query.group_by(col(Booking.facility_id)))
+    }
+
+
+@dataclass(frozen=True)
+class DecisionCheck:
+    """A batch of decisions checked before any is made: all of it applies, or none."""
+
+    to_decide: list[Booking]
+    already_done: list[Booking]  # already decided this way by the same manager: a repeat
+    blocked: list[tuple[Booking, str]]  # with why: already_confirmed, request_expired, …
+
+
+def check_decisions(
+    session: Session, *, actor: Principal, booking_ids: Sequence[int], outcome: BookingStatus
+) -> DecisionCheck:
+    """Check approving (``outcome`` confirmed) or rejecting (rejected) these bookings at once.
+
+    Any booking the actor may not decide — missing, or at a facility it does not manage — is
+    404 for the whole batch, so nothing says which of them exist.
+    """
+    ids = list(dict.fromkeys(booking_ids))
+    bookings = {
+        b.id: b for b in session.exec(select(Booking).where(col(Booking.id).in_(ids))).all()
+    }
+    if len(bookings) != len(ids) or not all(
+        actor.manages_facility(b.facility_id) for b in bookings.values()
+    ):
+        raise NotFound("Booking")
+    current = now()
+    to_decide, already_done, blocked = [], [], []
+    for booking_id in ids:
+        booking = bookings[booking_id]
+        if booking.status == BookingStatus.PENDING:
+            if booking.expires_at is not None and booking.expires_at <= current:
+                blocked.append((booking, "request_expired"))
+            else:
+                to_decide.append(booking)
+        elif booking.status == outcome and booking.decided_by_id == actor.user_id:
+            already_done.append(booking)
+        elif booking.status == BookingStatus.CONFIRMED:
+            blocked.append((booking, "already_confirmed"))
+        elif booking.status == BookingStatus.REJECTED:
+            blocked.append((booking, "already_rejected"))
+        elif booking.status in (BookingStatus.CANCELLED, BookingStatus.EXPIRED):
+            blocked.append((booking, str(booking.status)))
+        else:
+            blocked.append((booking, "not_pending"))
+    return DecisionCheck(to_decide, already_done, blocked)
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    record: UsageRecord
+    user_name: str
+    user_email: str
+    instrument_name: str
+    facility_id: int
+    zone: str
+
+
+def facility_usage(
+    session: Session,
+    *,
+    facility_ids: Sequence[int] | None,
+    instrument_id: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    record_id: int | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[UsageRow], int]:
+    """Usage records at these facilities (None: all), newest first, with user and instrument."""
+    conditions: list[Any] = []
+    if record_id is not None:
+        conditions.append(col(UsageRecord.id) == record_id)
+    if facility_ids is not None:
+        conditions.append(col(Instrument.facility_id).in_(list(facility_ids)))
+    if instrument_id is not None:
+        conditions.append(col(UsageRecord.instrument_id) == instrument_id)
+    if start is not None:
+        conditions.append(col(UsageRecord.ended_at) > start)
+    if end is not None:
+        conditions.append(col(UsageRecord.started_at) < end)
+    base = (
+        sa.select(
+            UsageRecord,
+            col(User.name),
+            col(User.email),
+            col(Instrument.name),
+            col(Instrument.facility_id),
+            col(Facility.timezone),
+        )
+        .join(User, col(User.id) == UsageRecord.user_id)
+        .join(Instrument, col(Instrument.id) == UsageRecord.instrument_id)
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .where(*conditions)
+    )
+    total = session.exec(
+        select(func.count())
+        .select_from(UsageRecord)
+        .join(Instrument, col(Instrument.id) == UsageRecord.instrument_id)
+        .where(*conditions)
+    ).one()
+    rows = session.execute(
+        base.order_by(col(UsageRecord.started_at).desc(), col(UsageRecord.id).desc())
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return [UsageRow(*row) for row in rows], int(total)
+
+
+def booking_to_use_now(
+    session: Session, *, user_id: int, instrument_id: int, day_start: datetime, day_end: datetime
+) -> Booking | None:
+    """The user's booking on the instrument to check in to or out of today: the one in use,
+    else the next confirmed one that has not ended."""
+    current = now()
+    return session.exec(
+        select(Booking)
+        .where(
+            Booking.user_id == user_id,
+            Booking.instrument_id == instrument_id,
+            col(Booking.start_at) < day_end,
+            (col(Booking.status) == BookingStatus.IN_USE)
+            | (
+                (col(Booking.status) == BookingStatus.CONFIRMED)
+                & (col(Booking.end_at) > max(current, day_start))
+            ),
+        )
+        .order_by((col(Booking.status) == BookingStatus.IN_USE).desc(), col(Booking.start_at))
+    ).first()
 
 
 # --- The researcher's own pages: bookings, waitlist, service requests -----------------------
@@ -423,104 +941,3 @@ def service_with_facility(
         .where(col(TestingService.id) == testing_service_id)
     ).one()
     return service, facility_name, zone
-
-
-# --- Reads for the lab manager pages ------------------------------------------------------
-
-
-def bookings_overlapping(
-    session: Session,
-    *,
-    facility_id: int,
-    instrument_id: int | None,
-    start: datetime,
-    end: datetime,
-    statuses: Sequence[BookingStatus] = tuple(HELD_STATUSES),
-    limit: int = 500,
-) -> list[dict[str, Any]]:
-    """Bookings in ``statuses`` overlapping ``[start, end)`` on one instrument, or on every
-    instrument of the facility, with the instrument's and the user's names: one query."""
-    from core.accounts.models import User
-
-    conditions: list[Any] = [
-        col(Booking.status).in_(list(statuses)),
-        col(Booking.start_at) < end,
-        col(Booking.end_at) > start,
-    ]
-    if instrument_id is not None:
-        conditions.append(col(Booking.instrument_id) == instrument_id)
-    else:
-        conditions.append(col(Booking.facility_id) == facility_id)
-    rows = session.execute(
-        sa.select(
-            col(Booking.id),
-            col(Booking.instrument_id),
-            col(Booking.start_at),
-            col(Booking.end_at),
-            col(Booking.status),
-            col(Booking.attention),
-            col(Booking.reason),
-            col(Instrument.name).label("instrument_name"),
-            col(User.name).label("user_name"),
-            col(User.email).label("user_email"),
-        )
-        .join(Instrument, col(Instrument.id) == Booking.instrument_id)
-        .join(User, col(User.id) == Booking.user_id)
-        .where(*conditions)
-        .order_by(col(Booking.start_at), col(Booking.id))
-        .limit(limit)
-    ).mappings()
-    return [dict(row) for row in rows]
-
-
-def facility_service_request_rows(
-    session: Session,
-    *,
-    facility_ids: Sequence[int] | None,
-    status: str | None = None,
-    offset: int = 0,
-    limit: int = 50,
-) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
-    """Service requests of the facilities (all when None), newest first, with the testing
-    service's and requester's names; the total and the count per status: three queries."""
-    from booking.models import ServiceRequest
-    from core.accounts.models import User
-    from instruments.models import Facility, TestingService
-
-    scope: list[Any] = []
-    if facility_ids is not None:
-        scope.append(col(ServiceRequest.facility_id).in_(list(facility_ids)))
-    counts = {
-        str(row[0]): int(row[1])
-        for row in session.execute(
-            sa.select(col(ServiceRequest.status), func.count())
-            .where(*scope)
-            .group_by(col(ServiceRequest.status))
-        )
-    }
-    conditions = [*scope]
-    if status is not None:
-        conditions.append(col(ServiceRequest.status) == status)
-    total = session.exec(select(func.count()).select_from(ServiceRequest).where(*conditions)).one()
-    rows = session.execute(
-        sa.select(
-            col(ServiceRequest.id),
-            col(ServiceRequest.status),
-            col(ServiceRequest.sample_count),
-            col(ServiceRequest.scheduled_date),
-            col(ServiceRequest.submitted_at),
-            col(ServiceRequest.facility_id),
-            col(TestingService.name).label("service_name"),
-            col(Facility.timezone),
-            col(User.name).label("user_name"),
-            col(User.email).label("user_email"),
-        )
-        .join(TestingService, col(TestingService.id) == ServiceRequest.testing_service_id)
-        .join(Facility, col(Facility.id) == ServiceRequest.facility_id)
-        .join(User, col(User.id) == ServiceRequest.user_id)
-        .where(*conditions)
-        .order_by(sa.desc(col(ServiceRequest.id)))
-        .offset(offset)
-        .limit(limit)
-    ).mappings()
-    return [dict(row) for row in rows], int(total), counts

@@ -6,11 +6,13 @@ over a lower-cased ``search_text`` column with the filters, plus one count.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +23,7 @@ from sqlmodel import Session, col, func, select
 from core.accounts.models import Organisation
 from core.clock import now
 from core.errors import NotFound, Problem, RuleViolation
+from core.money import round_fen
 from core.places import Cluster
 from instruments import holidays, rules
 from instruments.models import (
@@ -338,6 +341,18 @@ class FacilityCalendar:
     weekly_hours: dict[int, list[tuple[int, int]]]
     closed_dates: tuple[tuple[date, date], ...]
 
+    def open_intervals(self, start: datetime, end: datetime) -> list[rules.Interval]:
+        """The facility's open time in ``[start, end)``: hours − holidays − closures."""
+        return rules.open_intervals(
+            start,
+            end,
+            zone=self.zone,
+            weekly_hours=self.weekly_hours,
+            day_kind=holidays.day_kind,
+            opens_on_holidays=self.opens_on_holidays,
+            closed_dates=self.closed_dates,
+        )
+
 
 @dataclass
 class InstrumentCalendar:
@@ -347,21 +362,42 @@ class InstrumentCalendar:
     facility_id: int
     bookable: bool  # active instrument in an active facility
     facility: FacilityCalendar
+    slot_minutes: int  # bookable time starts and ends on these, in the facility's zone
+    buffer_minutes: int  # kept free after each booking
     outages: list[rules.Interval] = field(default_factory=list)
 
-    def open_intervals(self, start: datetime, end: datetime) -> list[rules.Interval]:
+    def open_intervals(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        facility_open: Sequence[rules.Interval] | None = None,
+    ) -> list[rules.Interval]:
+        """Open time in ``[start, end)``; ``facility_open`` is the facility's open time for
+        the same period when the caller has it already (many instruments share a facility)."""
         if not self.bookable:
             return []
-        return rules.open_intervals(
-            start,
-            end,
-            zone=self.facility.zone,
-            weekly_hours=self.facility.weekly_hours,
-            day_kind=holidays.day_kind,
-            opens_on_holidays=self.facility.opens_on_holidays,
-            closed_dates=self.facility.closed_dates,
-            outages=self.outages,
-        )
+        if facility_open is None:
+            facility_open = self.facility.open_intervals(start, end)
+        if not self.outages:
+            return list(facility_open)
+        return rules.subtract(facility_open, self.outages)
+
+
+def open_intervals_of(
+    calendars: dict[int, InstrumentCalendar], start: datetime, end: datetime
+) -> dict[int, list[rules.Interval]]:
+    """Open time of many instruments in ``[start, end)``, each facility's week expanded once."""
+    by_facility: dict[int, list[rules.Interval]] = {}
+    result = {}
+    for instrument_id, calendar in calendars.items():
+        facility_open = by_facility.get(calendar.facility_id)
+        if facility_open is None and calendar.bookable:
+            facility_open = by_facility[calendar.facility_id] = calendar.facility.open_intervals(
+                start, end
+            )
+        result[instrument_id] = calendar.open_intervals(start, end, facility_open=facility_open)
+    return result
 
 
 class _CalendarCache:
@@ -449,58 +485,73 @@ def _load_facility_calendars(
     return found
 
 
+@functools.cache
+def _calendar_rows() -> sa.Select[Any]:
+    """Instruments (``ids``) with their facility's calendar columns and, joined, the outages
+    (their own and their facility's) overlapping ``[start, end)``: a row per outage, one if
+    none. Built once with bound parameters: building a statement costs more than running it."""
+    instrument: sa.Table = Instrument.__table__  # type: ignore[attr-defined]
+    facility: sa.Table = Facility.__table__  # type: ignore[attr-defined]
+    outage: sa.Table = Outage.__table__  # type: ignore[attr-defined]
+    i, f, o = instrument.c, facility.c, outage.c
+    in_window = sa.and_(
+        o.facility_id == i.facility_id,
+        o.instrument_id.is_(None) | (o.instrument_id == i.id),
+        o.end_at > sa.bindparam("start"),
+        o.start_at < sa.bindparam("end"),
+    )
+    return (
+        sa.select(
+            i.id,
+            i.status,
+            i.facility_id,
+            f.calendar_token,
+            f.timezone,
+            f.opens_on_holidays,
+            f.is_active,
+            i.slot_minutes,
+            i.buffer_minutes,
+            o.start_at.label("outage_start"),
+            o.end_at.label("outage_end"),
+        )
+        .select_from(instrument)
+        .join(facility, f.id == i.facility_id)
+        .outerjoin(outage, in_window)
+        .where(i.id.in_(sa.bindparam("ids", expanding=True)))
+    )
+
+
 def load_calendars(
     session: Session, *, instrument_ids: Sequence[int], start: datetime, end: datetime
 ) -> dict[int, InstrumentCalendar]:
-    """Calendars of many instruments for ``[start, end)``: two queries when facilities' weeks
-    are cached, four when not, however many instruments."""
+    """Calendars of many instruments for ``[start, end)``: one query when facilities' weeks
+    are cached, three when not, however many instruments."""
     ids = list(dict.fromkeys(instrument_ids))
     if not ids:
         return {}
-    rows = session.execute(
-        sa.select(
-            col(Instrument.id),
-            col(Instrument.status),
-            col(Instrument.facility_id),
-            col(Facility.calendar_token),
-            col(Facility.timezone),
-            col(Facility.opens_on_holidays),
-            col(Facility.is_active),
-        )
-        .join(Facility, col(Facility.id) == Instrument.facility_id)
-        .where(col(Instrument.id).in_(ids))
-    ).all()
+    parameters = {"ids": ids, "start": start, "end": end}
+    rows = session.connection().execute(_calendar_rows(), parameters).all()
     facilities = _load_facility_calendars(
-        session, {row[2]: (row[3], row[4], row[5]) for row in rows}
+        session,
+        {
+            row.facility_id: (row.calendar_token, row.timezone, row.opens_on_holidays)
+            for row in rows
+        },
     )
-    calendars = {
-        instrument_id: InstrumentCalendar(
-            instrument_id=instrument_id,
-            facility_id=facility_id,
-            bookable=status == InstrumentStatus.ACTIVE and active,
-            facility=facilities[facility_id],
-        )
-        for instrument_id, status, facility_id, _, _, _, active in rows
-    }
-    by_facility: dict[int, list[InstrumentCalendar]] = defaultdict(list)
-    for calendar in calendars.values():
-        by_facility[calendar.facility_id].append(calendar)
-    for facility_id, instrument_id, outage_start, outage_end in session.execute(
-        sa.select(
-            col(Outage.facility_id),
-            col(Outage.instrument_id),
-            col(Outage.start_at),
-            col(Outage.end_at),
-        ).where(
-            col(Outage.facility_id).in_(list(by_facility)),
-            col(Outage.instrument_id).is_(None) | col(Outage.instrument_id).in_(ids),
-            col(Outage.end_at) > start,
-            col(Outage.start_at) < end,
-        )
-    ):
-        targets = by_facility[facility_id] if instrument_id is None else [calendars[instrument_id]]
-        for calendar in targets:
-            calendar.outages.append((outage_start, outage_end))
+    calendars: dict[int, InstrumentCalendar] = {}
+    for row in rows:
+        calendar = calendars.get(row.id)
+        if calendar is None:
+            calendar = calendars[row.id] = InstrumentCalendar(
+                instrument_id=row.id,
+                facility_id=row.facility_id,
+                bookable=row.status == InstrumentStatus.ACTIVE and row.is_active,
+                facility=facilities[row.facility_id],
+                slot_minutes=row.slot_minutes,
+                buffer_minutes=row.buffer_minutes,
+            )
+        if row.outage_start is not None:
+            calendar.outages.append((row.outage_start, row.outage_end))
     return calendars
 
 
@@ -592,6 +643,87 @@ def list_testing_services(
         ).all():
             links[service_id].append(linked)
     return [(row, links.get(row.id or 0, [])) for row in rows], int(total)
+
+
+@dataclass(frozen=True)
+class PriceQuote:
+    """What one user pays on an instrument: its customer class and that class's prices."""
+
+    customer_class: CustomerClass
+    hourly_fen: int
+    staff_surcharge_fen: int
+    min_billing_minutes: int
+    min_charge_fen: int
+
+    def estimate_fen(self, minutes: int, *, staff_operated: bool) -> int:
+        """A use of ``minutes`` billed in whole units at the hourly price (plus the staff
+        surcharge when staff operate), never below the minimum charge; rounded once."""
+        unit = max(self.min_billing_minutes, 1)
+        billed_minutes = -(-max(minutes, 0) // unit) * unit
+        hourly = self.hourly_fen + (self.staff_surcharge_fen if staff_operated else 0)
+        return max(round_fen(Decimal(hourly) * billed_minutes / 60), self.min_charge_fen)
+
+
+def _class_of(
+    user_organisation_id: int | None, user_type: Any, facility_organisation_id: int
+) -> CustomerClass:
+    return rules.customer_class(
+        user_organisation_id=user_organisation_id,
+        user_organisation_type=user_type,
+        facility_organisation_id=facility_organisation_id,
+    )
+
+
+def price_quote(
+    session: Session,
+    *,
+    instrument: Instrument,
+    facility: Facility,
+    user_organisation_id: int | None,
+) -> PriceQuote:
+    """The price list that applies to a user of ``user_organisation_id`` on the instrument."""
+    customer = _class_of(
+        user_organisation_id,
+        organisation_type_of(session, user_organisation_id),
+        facility.organisation_id,
+    )
+    return PriceQuote(
+        customer_class=customer,
+        hourly_fen=getattr(instrument, f"price_{customer}_fen"),
+        staff_surcharge_fen=instrument.staff_surcharge_fen,
+        min_billing_minutes=instrument.min_billing_minutes,
+        min_charge_fen=instrument.min_charge_fen,
+    )
+
+
+def customer_prices(
+    session: Session, *, instrument_ids: Sequence[int], user_organisation_id: int | None
+) -> dict[int, tuple[CustomerClass, int]]:
+    """Each instrument's hourly price for one user (its class differs by the facility's owner):
+    two queries, however many instruments."""
+    if not instrument_ids:
+        return {}
+    user_type = organisation_type_of(session, user_organisation_id)
+    prices: dict[int, tuple[CustomerClass, int]] = {}
+    for instrument_id, owner_id, internal, academic, enterprise in session.execute(
+        sa.select(
+            col(Instrument.id),
+            col(Facility.organisation_id),
+            col(Instrument.price_internal_fen),
+            col(Instrument.price_external_academic_fen),
+            col(Instrument.price_enterprise_fen),
+        )
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .where(col(Instrument.id).in_(list(instrument_ids)))
+    ):
+        customer = _class_of(user_organisation_id, user_type, owner_id)
+        by_class = {
+            CustomerClass.INTERNAL: internal,
+            CustomerClass.EXTERNAL_ACADEMIC: academic,
+            CustomerClass.ENTERPRISE: enterprise,
+        }
+        prices[instrument_id] = (customer, by_class[customer])
+    return prices
 
 
 # --- Reads for the lab manager pages ------------------------------------------------------
@@ -749,3 +881,58 @@ def qualification_rows(
         )
         items.append(item)
     return items, int(total)
+
+
+def instruments_at(session: Session, *, facility_ids: Sequence[int] | None) -> list[Instrument]:
+    """The facilities' instruments that are not retired (None: every facility), by name: the
+    lanes of a facility calendar and the instrument filters of the manager pages."""
+    query = select(Instrument).where(Instrument.status != InstrumentStatus.RETIRED)
+    if facility_ids is not None:
+        query = query.where(col(Instrument.facility_id).in_(list(facility_ids)))
+    return list(session.exec(query.order_by(col(Instrument.name), col(Instrument.id))).all())
+
+
+@dataclass(frozen=True)
+class OutOfService:
+    """An instrument in maintenance, or an outage going on now (of an instrument or, when
+    ``instrument_id`` is empty, of a whole facility)."""
+
+    facility_id: int
+    instrument_id: int | None
+    instrument_name: str | None
+    reason: str  # the instrument's status "maintenance", or the outage's kind
+    until: datetime | None
+    note: str = ""
+
+
+def out_of_service(
+    session: Session, *, facility_ids: Sequence[int] | None, at: datetime
+) -> list[OutOfService]:
+    """What cannot be used at ``at`` in these facilities (None: all): two queries."""
+    in_maintenance = select(Instrument).where(Instrument.status == InstrumentStatus.MAINTENANCE)
+    outages = (
+        select(Outage, Instrument.name)
+        .outerjoin(Instrument, col(Instrument.id) == Outage.instrument_id)
+        .where(col(Outage.start_at) <= at, col(Outage.end_at) > at)
+    )
+    if facility_ids is not None:
+        in_maintenance = in_maintenance.where(col(Instrument.facility_id).in_(list(facility_ids)))
+        outages = outages.where(col(Outage.facility_id).in_(list(facility_ids)))
+    found = [
+        OutOfService(i.facility_id, i.id, i.name, str(InstrumentStatus.MAINTENANCE), None)
+        for i in session.exec(in_maintenance.order_by(col(Instrument.name))).all()
+    ]
+    found += [
+        OutOfService(o.facility_id, o.instrument_id, name, str(o.kind), o.end_at, o.note)
+        for o, name in session.exec(outages.order_by(col(Outage.end_at))).all()
+    ]
+    return found
+
+
+def listed_instrument(session: Session, instrument_id: int) -> tuple[Instrument, Facility]:
+    """An instrument as the public catalogue shows it: a retired one, or one of a closed
+    facility, is not listed (404, as for a missing one)."""
+    instrument, facility = instrument_with_facility(session, instrument_id)
+    if instrument.status == InstrumentStatus.RETIRED or not facility.is_active:
+        raise NotFound("Instrument")
+    return instrument, facility
