@@ -886,3 +886,26 @@ def test_my_bookings_reads_the_same_number_of_statements_for_2_or_20_bookings(
 
     assert len(row_ids(client.get("/my/bookings").text)) == 20
     assert with_twenty == with_two
+
+
+def test_ids_and_pages_out_of_range_are_refused_not_crashed(
+    client: TestClient, session: Session, lab: Lab
+) -> None:
+    login_page(client, lab.researcher.email)
+    huge = 2**40
+
+    assert client.get(f"/my/bookings/{huge}").status_code == 422
+    assert client.get(f"/my/service-requests/{huge}").status_code == 422
+    assert client.get(f"/my/bookings?page={huge}").status_code == 422
+    assert client.get("/my/bookings?page=0").status_code == 422
+    assert client.get("/my/service-requests/new?service_id=-1").status_code == 422
+    joined = post(
+        client,
+        "/my/waitlist",
+        {"instrument_id": str(huge), "start": "2026-12-03T10:00", "end": "2026-12-03T11:00"},
+        page="/my/waitlist",
+    )
+    assert joined.status_code == 422
+    sent = submit_form(client, {"testing_service_id": str(huge), "sample_count": "1"})
+    assert sent.status_code == 422
+    assert "请选择一项检测服务" in sent.text

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -46,6 +46,10 @@ from web.templating import render
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 
 PAGE_SIZE = 20
+# Ids beyond the databases' integer range are answered 422 here, not 500 from the database.
+MAX_ID = 2**31 - 1
+ObjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
+PageNumber = Annotated[int, Query(ge=1, le=100_000)]
 FORM_KEY_PREFIX = "page-form:"
 
 BOOKING_STATUS = {
@@ -331,8 +335,8 @@ def my_bookings(
     session: DbSession,
     settings: AppSettings,
     when: str = "upcoming",
-    page: int = 1,
-    created: int | None = None,
+    page: PageNumber = 1,
+    created: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
     upcoming = when != "past"
     page = page_number(page)
@@ -405,7 +409,7 @@ def _booking_page(
 @router.get("/my/bookings/{booking_id}")
 def booking_detail(
     request: Request,
-    booking_id: int,
+    booking_id: ObjectId,
     principal: PagePrincipal,
     session: DbSession,
     settings: AppSettings,
@@ -464,7 +468,7 @@ def _act_on_booking(
 @router.post("/my/bookings/{booking_id}/cancel")
 def cancel_booking(
     request: Request,
-    booking_id: int,
+    booking_id: ObjectId,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
@@ -498,7 +502,7 @@ def cancel_booking(
 @router.post("/my/bookings/{booking_id}/move")
 def move_booking(
     request: Request,
-    booking_id: int,
+    booking_id: ObjectId,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
@@ -548,7 +552,7 @@ def move_booking(
 @router.post("/my/bookings/{booking_id}/check-in")
 def check_in(
     request: Request,
-    booking_id: int,
+    booking_id: ObjectId,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
@@ -581,7 +585,7 @@ def check_in(
 @router.post("/my/bookings/{booking_id}/check-out")
 def check_out(
     request: Request,
-    booking_id: int,
+    booking_id: ObjectId,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
@@ -617,7 +621,7 @@ def check_out(
 @router.post("/my/bookings/{booking_id}/hand-over")
 def hand_over(
     request: Request,
-    booking_id: int,
+    booking_id: ObjectId,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
@@ -680,7 +684,7 @@ def create_feed(
 
 @router.post("/my/calendar-feed/{feed_id}/regenerate")
 def regenerate_feed(
-    feed_id: int,
+    feed_id: ObjectId,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
@@ -694,7 +698,7 @@ def regenerate_feed(
 
 @router.post("/my/calendar-feed/{feed_id}/revoke")
 def revoke_feed(
-    feed_id: int,
+    feed_id: ObjectId,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
@@ -714,7 +718,7 @@ def _waitlist_page(
     session: Session,
     principal: Principal,
     *,
-    page: int = 1,
+    page: PageNumber = 1,
     errors: Mapping[str, Any] | None = None,
     values: Mapping[str, Any] | None = None,
     status_code: int = 200,
@@ -726,7 +730,7 @@ def _waitlist_page(
     shown = dict(values or {})
     instrument_name, zone = None, "Asia/Shanghai"
     instrument_id = str(shown.get("instrument_id") or "")
-    if errors and instrument_id.isdigit():
+    if errors and instrument_id.isdigit() and int(instrument_id) <= MAX_ID:
         try:
             instrument, facility = catalogue.instrument_with_facility(session, int(instrument_id))
             instrument_name, zone = instrument.name, facility.timezone
@@ -757,7 +761,7 @@ def _waitlist_page(
 
 @router.get("/my/waitlist")
 def my_waitlist(
-    request: Request, principal: PagePrincipal, session: DbSession, page: int = 1
+    request: Request, principal: PagePrincipal, session: DbSession, page: PageNumber = 1
 ) -> Response:
     return _waitlist_page(request, session, principal, page=page)
 
@@ -776,7 +780,7 @@ def join_waitlist(
     values = {"instrument_id": instrument_id, "start": start, "end": end}
 
     def once() -> str:
-        if not instrument_id.strip().isdigit():
+        if not instrument_id.strip().isdigit() or int(instrument_id) > MAX_ID:
             raise RuleViolation(
                 [Problem("unknown_instrument", "Choose an instrument.", "instrument_id")]
             )
@@ -826,7 +830,7 @@ def join_waitlist(
 @router.post("/my/waitlist/{entry_id}/leave")
 def leave_waitlist(
     request: Request,
-    entry_id: int,
+    entry_id: ObjectId,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
@@ -855,7 +859,7 @@ def leave_waitlist(
 @router.post("/my/waitlist/offers/{booking_id}/accept")
 def accept_offer(
     request: Request,
-    booking_id: int,
+    booking_id: ObjectId,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
@@ -892,7 +896,7 @@ def accept_offer(
 
 @router.get("/my/service-requests")
 def my_service_requests(
-    request: Request, principal: PagePrincipal, session: DbSession, page: int = 1
+    request: Request, principal: PagePrincipal, session: DbSession, page: PageNumber = 1
 ) -> Response:
     page = page_number(page)
     rows, total = queries.own_service_requests(
@@ -957,7 +961,7 @@ def new_service_request(
     principal: PagePrincipal,
     session: DbSession,
     settings: AppSettings,
-    service_id: int | None = None,
+    service_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
     return _request_form(
         request, session, settings, values={"testing_service_id": service_id, "sample_count": 1}
@@ -967,6 +971,8 @@ def new_service_request(
 def _service_request_data(
     testing_service_id: str, sample_count: str, description: str, preferred_date: str
 ) -> ServiceRequestCreate:
+    if not testing_service_id.strip().isdigit() or not 0 < int(testing_service_id) <= MAX_ID:
+        testing_service_id = ""  # refused below, with the other fields' problems
     try:
         return ServiceRequestCreate.model_validate(
             {
@@ -1104,7 +1110,7 @@ def _request_page(
 
 @router.get("/my/service-requests/{request_id}")
 def service_request_detail(
-    request: Request, request_id: int, principal: PagePrincipal, session: DbSession
+    request: Request, request_id: ObjectId, principal: PagePrincipal, session: DbSession
 ) -> Response:
     return _request_page(request, session, principal, request_id)
 
@@ -1112,7 +1118,7 @@ def service_request_detail(
 @router.post("/my/service-requests/{request_id}/cancel")
 def cancel_service_request(
     request: Request,
-    request_id: int,
+    request_id: ObjectId,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
@@ -1165,7 +1171,7 @@ def content_disposition(filename: str) -> str:
 
 @router.get("/my/service-requests/{request_id}/files/{file_id}")
 def download_file(
-    request_id: int, file_id: int, principal: PagePrincipal, session: DbSession
+    request_id: ObjectId, file_id: ObjectId, principal: PagePrincipal, session: DbSession
 ) -> Response:
     _own_request(session, principal, request_id)
     stored = requests.read_file(session, actor=principal, request_id=request_id, file_id=file_id)
