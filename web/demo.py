@@ -27,6 +27,7 @@ from core.db import Database
 from web import dbschema
 from web.demo_bookings import seed_bookings
 from web.demo_catalogue import seed_catalogue
+from web.demo_history import seed_history
 
 DEMO_PASSWORD = "labshare-demo"
 DEMO_DOMAIN = "demo.labshare.cn"
@@ -128,6 +129,7 @@ def seed(session: Session) -> None:
         user_ids[local] = _create_demo_user(session, local, name, org_ids[org], roles, locale)
     seed_catalogue(session, org_ids=org_ids, user_ids=user_ids)
     seed_bookings(session, domain=DEMO_DOMAIN)
+    seed_history(session, domain=DEMO_DOMAIN, demo_logins=[local for local, *_rest in USERS])
 
 
 def _create_demo_user(
