@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
@@ -42,7 +43,7 @@ from core.errors import NotFound, Problem, RuleViolation
 from instruments import queries as catalogue
 from instruments.models import Facility, Instrument, Qualification, TestingService
 from instruments.queries import InstrumentSearch
-from instruments.rules import Interval
+from instruments.rules import Interval, clip
 
 MAX_WINDOW_DAYS = 62
 
@@ -941,3 +942,20 @@ def service_with_facility(
         .where(col(TestingService.id) == testing_service_id)
     ).one()
     return service, facility_name, zone
+
+
+def requestable_free_time(
+    session: Session, *, instrument: Instrument, zone: ZoneInfo, start: datetime, end: datetime
+) -> list[Interval]:
+    """The free intervals of ``[start, end)`` a request made now could use: from the minimum
+    notice on and no further ahead than the instrument allows, on its slots."""
+    current = now()
+    earliest = max(start, current + timedelta(minutes=instrument.min_notice_minutes))
+    latest = min(end, current + timedelta(days=instrument.max_advance_days))
+    if latest <= earliest:
+        _check_window(start, end)
+        return []
+    free = availability(session, instrument_id=instrument.id or 0, start=start, end=end)
+    return free_intervals(
+        clip(free, earliest, latest), [], slot_minutes=instrument.slot_minutes, zone=zone
+    )

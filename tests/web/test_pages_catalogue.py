@@ -419,6 +419,19 @@ def test_the_calendar_shows_free_time_and_busy_time_without_who_booked_it(
     assert lab.visitor.email not in answer.text
 
 
+def test_the_calendar_offers_no_free_time_before_the_minimum_notice(
+    client: TestClient, lab: Lab
+) -> None:
+    with frozen(at("2026-12-08 10:10")):  # 60 minutes' notice: 11:10, on the next slot 11:30
+        answer = client.get(
+            f"/instruments/{lab.instrument.id}/calendar.json",
+            params={"start": "2026-12-07T00:00:00+08:00", "end": "2026-12-09T00:00:00+08:00"},
+        )
+
+    free = [(e["start"], e["end"]) for e in answer.json() if e.get("display") == "background"]
+    assert free == [(at("2026-12-08 11:30").isoformat(), at("2026-12-08 17:00").isoformat())]
+
+
 def test_the_calendar_takes_fullcalendars_named_zone_form(client: TestClient, lab: Lab) -> None:
     answer = client.get(
         f"/instruments/{lab.instrument.id}/calendar.json",

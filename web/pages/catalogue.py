@@ -429,7 +429,7 @@ def calendar_feed(
     if principal is None and not request.app.state.settings.catalogue_public:
         return _json_error(request, 404, "Instrument not found.", "not_found", "instrument_id")
     try:
-        _, facility = catalogue.listed_instrument(session, instrument_id)
+        instrument, facility = catalogue.listed_instrument(session, instrument_id)
     except NotFound as exc:
         return _json_error(request, 404, exc.detail, exc.code, "instrument_id")
     zone = _zone(facility)
@@ -447,8 +447,12 @@ def calendar_feed(
                 request, 422, "Give start and end as ISO 8601 times.", "invalid_time", field
             )
     try:
-        free = bookings.availability(
-            session, instrument_id=instrument_id, start=window["start"], end=window["end"]
+        free = bookings.requestable_free_time(
+            session,
+            instrument=instrument,
+            zone=_zone(facility),
+            start=window["start"],
+            end=window["end"],
         )
         entries = bookings.calendar_entries(
             session,
