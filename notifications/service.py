@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,6 +46,11 @@ from notifications.models import (
 )
 
 log = logging.getLogger("labshare.notifications")
+
+# SMTP connections a batch is sent over at once. Each message waits for the server's answer to
+# four commands; with a few connections that wait overlaps with building the next messages.
+SMTP_CONNECTIONS = 4
+RECORD_CHUNK = 500  # ids per UPDATE, well inside every database's limit on bound parameters
 
 
 # --- Fan-out -------------------------------------------------------------------------------
@@ -185,23 +192,60 @@ class Outcome:
     detail: str = ""
 
 
-def _booking_context(
-    session: Session, booking_id: int
-) -> tuple[Booking, Instrument, Facility] | None:
-    row = session.exec(
-        select(Booking, Instrument, Facility)
-        .join(Instrument, col(Instrument.id) == Booking.instrument_id)
-        .join(Facility, col(Facility.id) == Booking.facility_id)
-        .where(Booking.id == booking_id)
-    ).first()
-    return (row[0], row[1], row[2]) if row else None
+@dataclass
+class Loaded:
+    """What a batch of deliveries refers to, read with one query per kind (no query per mail)."""
+
+    events: dict[int, OutboxEvent] = field(default_factory=dict)
+    users: dict[int, User] = field(default_factory=dict)
+    bookings: dict[int, tuple[Booking, Instrument, Facility]] = field(default_factory=dict)
+    service_requests: dict[int, ServiceRequest] = field(default_factory=dict)
+    endpoints: dict[int, WebhookEndpoint] = field(default_factory=dict)
+
+
+def load_for(session: Session, deliveries: Sequence[Delivery]) -> Loaded:
+    """The events, recipients, bookings, service requests and endpoints of ``deliveries``."""
+    loaded = Loaded()
+    event_ids = {d.event_id for d in deliveries}
+    if event_ids:
+        loaded.events = _by_id(session, OutboxEvent, event_ids)
+    user_ids = {d.user_id for d in deliveries if d.user_id}
+    if user_ids:
+        loaded.users = _by_id(session, User, user_ids)
+    emails = [loaded.events[d.event_id] for d in deliveries if d.channel == Channel.EMAIL]
+    booking_ids = {e.payload["booking_id"] for e in emails if _int(e.payload, "booking_id")}
+    if booking_ids:
+        for booking, instrument, facility in session.exec(
+            select(Booking, Instrument, Facility)
+            .join(Instrument, col(Instrument.id) == Booking.instrument_id)
+            .join(Facility, col(Facility.id) == Booking.facility_id)
+            .where(col(Booking.id).in_(booking_ids))
+        ).all():
+            loaded.bookings[booking.id or 0] = (booking, instrument, facility)
+    request_ids = {
+        e.payload["service_request_id"] for e in emails if _int(e.payload, "service_request_id")
+    }
+    if request_ids:
+        loaded.service_requests = _by_id(session, ServiceRequest, request_ids)
+    endpoint_ids = {int(d.recipient) for d in deliveries if d.channel == Channel.WEBHOOK}
+    if endpoint_ids:
+        loaded.endpoints = _by_id(session, WebhookEndpoint, endpoint_ids)
+    return loaded
+
+
+def _by_id(session: Session, model: Any, ids: set[int]) -> dict[int, Any]:
+    return {row.id: row for row in session.exec(select(model).where(col(model.id).in_(ids)))}
+
+
+def _int(payload: dict[str, Any], key: str) -> bool:
+    return isinstance(payload.get(key), int)
 
 
 def compose_email(
-    session: Session, delivery: Delivery, event: OutboxEvent, settings: Settings
+    delivery: Delivery, event: OutboxEvent, settings: Settings, loaded: Loaded
 ) -> email.OutgoingMail | None:
     """The e-mail for a delivery, in the recipient's language; None if it no longer applies."""
-    user = session.get(User, delivery.user_id) if delivery.user_id else None
+    user = loaded.users.get(delivery.user_id) if delivery.user_id else None
     locale = user.locale if user else settings.default_locale
     subject, fell_back = rules.subject_template(event.topic, locale)
     if fell_back:
@@ -212,7 +256,7 @@ def compose_email(
     method = rules.INVITATION_METHOD.get(event.topic)
     booking_id = event.payload.get("booking_id")
     if isinstance(booking_id, int):
-        context = _booking_context(session, booking_id)
+        context = loaded.bookings.get(booking_id)
         if context is None:
             return None
         booking, instrument, facility = context
@@ -248,7 +292,7 @@ def compose_email(
             calendar = _invitation(booking, instrument, facility, locale, settings, method)
     request_id = event.payload.get("service_request_id")
     if isinstance(request_id, int):
-        request = session.get(ServiceRequest, request_id)
+        request = loaded.service_requests.get(request_id)
         if request is None:
             return None
         lines = [
@@ -307,16 +351,22 @@ class _Prepared:
     topic: str
     payload: dict[str, Any]
 
+    @property
+    def lane(self) -> str:
+        """What must be sent in order: one recipient's mails, one endpoint's calls."""
+        if self.mail is not None:
+            return self.mail.to
+        return self.endpoint[0] if self.endpoint is not None else ""
 
-def _prepare(session: Session, delivery: Delivery, settings: Settings) -> _Prepared:
-    event = session.get(OutboxEvent, delivery.event_id)
-    assert event is not None
+
+def _prepare(delivery: Delivery, settings: Settings, loaded: Loaded) -> _Prepared:
+    event = loaded.events[delivery.event_id]
     mail = None
     endpoint = None
     if delivery.channel == Channel.EMAIL:
-        mail = compose_email(session, delivery, event, settings)
+        mail = compose_email(delivery, event, settings, loaded)
     elif delivery.channel == Channel.WEBHOOK:
-        found = session.get(WebhookEndpoint, int(delivery.recipient))
+        found = loaded.endpoints.get(int(delivery.recipient))
         if found is not None and found.is_active:
             endpoint = (found.url, found.secret)
     return _Prepared(
@@ -337,9 +387,13 @@ def _send(
             raise email.TemporaryFailure(unreachable[prepared.endpoint[0]])
         if prepared.mail is not None:
             domain = settings.smtp_from.rsplit("@", 1)[-1].rstrip(">")
-            mailer.send(
-                email.build_message(prepared.mail, sender=settings.smtp_from, domain=domain)
-            )
+            try:
+                message = email.build_message(
+                    prepared.mail, sender=settings.smtp_from, domain=domain
+                )
+            except ValueError as exc:  # e.g. a line break in the address: no retry mends it
+                raise email.PermanentFailure(f"cannot write this e-mail: {exc}") from exc
+            mailer.send(message)
         elif prepared.endpoint is not None:
             url, secret = prepared.endpoint
             webhooks.post(
@@ -363,49 +417,87 @@ def _send(
 def record_outcomes(
     session: Session, settings: Settings, outcomes: list[Outcome], *, worker: str
 ) -> None:
+    """Mark what was sent as delivered (one statement per chunk), and schedule or park each
+    failure; a delivery whose lease another worker took over is left to that worker."""
     current = now()
+    sent = [outcome.delivery_id for outcome in outcomes if outcome.ok]
+    for start in range(0, len(sent), RECORD_CHUNK):
+        session.execute(
+            sa.update(Delivery)
+            .where(
+                col(Delivery.id).in_(sent[start : start + RECORD_CHUNK]),
+                col(Delivery.claimed_by) == worker,
+            )
+            .values(
+                status=DeliveryStatus.DELIVERED,
+                delivered_at=current,
+                claimed_by=None,
+                lease_until=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
     for outcome in outcomes:
+        if outcome.ok:
+            continue
         delivery = session.get(Delivery, outcome.delivery_id)
         if delivery is None or delivery.claimed_by != worker:
             continue  # our lease ran out and someone else took it over
         delivery.claimed_by, delivery.lease_until = None, None
-        if outcome.ok:
-            delivery.status, delivery.delivered_at = DeliveryStatus.DELIVERED, current
+        delivery.attempts += 1
+        delivery.last_error = outcome.detail[:2000]
+        if outcome.permanent or delivery.attempts >= settings.delivery_max_attempts:
+            delivery.status = DeliveryStatus.FAILED
+            log.warning("delivery %s parked as failed: %s", delivery.id, outcome.detail)
         else:
-            delivery.attempts += 1
-            delivery.last_error = outcome.detail[:2000]
-            if outcome.permanent or delivery.attempts >= settings.delivery_max_attempts:
-                delivery.status = DeliveryStatus.FAILED
-                log.warning("delivery %s parked as failed: %s", delivery.id, outcome.detail)
-            else:
-                delivery.next_attempt_at = current + rules.backoff(delivery.attempts)
+            delivery.next_attempt_at = current + rules.backoff(delivery.attempts)
         session.add(delivery)
     session.flush()
 
 
+def send_all(
+    batch: Sequence[_Prepared], settings: Settings, *, connections: int = SMTP_CONNECTIONS
+) -> list[Outcome]:
+    """Send a batch over up to ``connections`` SMTP connections at once, each in a thread of
+    its own: while one waits for the server's answer, another builds its next message.
+    Everything for one recipient (or one webhook endpoint) goes over one connection, in order,
+    so a cancellation never overtakes the invitation it cancels."""
+    lanes: list[list[_Prepared]] = [[] for _ in range(max(1, min(connections, len(batch))))]
+    for prepared in batch:
+        lanes[hash(prepared.lane) % len(lanes)].append(prepared)
+    unreachable: dict[str, str] = {}  # webhook endpoints that failed in this batch, shared
+
+    def send_lane(lane: list[_Prepared]) -> list[Outcome]:
+        with email.Mailer(settings) as mailer:
+            return [_send(prepared, mailer, settings, unreachable) for prepared in lane]
+
+    if len(lanes) == 1:
+        return send_lane(lanes[0])
+    with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="send") as pool:
+        return [outcome for outcomes in pool.map(send_lane, lanes) for outcome in outcomes]
+
+
 def deliver_due(
-    database: Database, settings: Settings, *, worker: str | None = None, limit: int = 100
+    database: Database,
+    settings: Settings,
+    *,
+    worker: str | None = None,
+    limit: int = 100,
+    connections: int = SMTP_CONNECTIONS,
 ) -> int:
-    """Claim a batch of due deliveries, send them (one SMTP connection for the batch, outside
-    any transaction), record the outcomes; returns how many were delivered."""
+    """Claim a batch of due deliveries, send them (outside any transaction, over a few
+    connections at once), record the outcomes; returns how many were delivered."""
     worker = worker or f"worker-{uuid.uuid4().hex[:8]}"
     with database.transaction() as session:
         ids = claim(session, worker=worker, settings=settings, limit=limit)
     if not ids:
         return 0
     with database.transaction(write=False) as session:
-        claimed = session.exec(select(Delivery).where(col(Delivery.id).in_(ids))).all()
-        # Load the batch's events and recipients at once; composing then finds them in the session.
-        session.exec(
-            select(OutboxEvent).where(col(OutboxEvent.id).in_({d.event_id for d in claimed}))
+        claimed = session.exec(
+            select(Delivery).where(col(Delivery.id).in_(ids), Delivery.claimed_by == worker)
         ).all()
-        session.exec(
-            select(User).where(col(User.id).in_({d.user_id for d in claimed if d.user_id}))
-        ).all()
-        batch = [_prepare(session, d, settings) for d in claimed if d.claimed_by == worker]
-    unreachable: dict[str, str] = {}
-    with email.Mailer(settings) as mailer:
-        outcomes = [_send(prepared, mailer, settings, unreachable) for prepared in batch]
+        loaded = load_for(session, claimed)
+        batch = [_prepare(delivery, settings, loaded) for delivery in claimed]
+    outcomes = send_all(batch, settings, connections=connections)
     with database.transaction() as session:
         record_outcomes(session, settings, outcomes, worker=worker)
     return sum(outcome.ok for outcome in outcomes)

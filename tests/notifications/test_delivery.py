@@ -368,3 +368,38 @@ def calendar_of(message: Any) -> Any:
         if part.get_content_type() == "text/calendar":
             return icalendar.Calendar.from_ical(part.get_payload(decode=True))
     raise AssertionError("no calendar part")
+
+
+def test_an_address_with_a_line_break_is_parked_and_the_rest_of_the_batch_goes_out(
+    session: Session, database: Database, smtp: SmtpServer, lab: dict
+) -> None:
+    researcher = lab["researcher"]
+    researcher.email = "wang@lab.cn\r\nBcc: everyone@example.cn"
+    session.add(researcher)
+    session.flush()
+    with frozen(NOW):
+        book(session, lab, "manual", NOW + timedelta(days=1))  # the booker and the manager
+        assert run_worker(session, database, settings_for(smtp)) == 1
+    assert [m.recipients for m in smtp.received] == [["manager@lab.cn"]]
+    broken = session.exec(select(Delivery).where(Delivery.user_id == researcher.id)).one()
+    session.refresh(broken)
+    assert broken.status is DeliveryStatus.FAILED
+    assert "line break" in (broken.last_error or "")
+
+
+def test_one_recipients_mails_arrive_in_order_over_several_connections(
+    session: Session, database: Database, smtp: SmtpServer, lab: dict
+) -> None:
+    settings = settings_for(smtp)
+    starts = [NOW + timedelta(days=1, hours=n) for n in range(8)]
+    with frozen(NOW):
+        for start in starts:
+            book(session, lab, "manual", start)  # to the booker and to the manager, each
+        notifications.dispatch_events(session, settings)
+        session.flush()
+        assert notifications.deliver_due(database, settings, worker="w", connections=4) == 16
+    for recipient in ("wang@lab.cn", "manager@lab.cn"):
+        mine = [m for m in smtp.received if m.recipients == [recipient]]
+        times = [plain_text(m.message).split("\n")[2] for m in mine]
+        assert len(times) == 8
+        assert times == sorted(times)
