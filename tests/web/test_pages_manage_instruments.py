@@ -304,6 +304,12 @@ def new_instrument_form(client: TestClient, lab: Lab, **values: str) -> dict[str
 def test_a_manager_adds_an_instrument_and_a_double_submit_makes_one(
     manager_client: TestClient, session: Session, lab: Lab
 ) -> None:
+    blank = form_of(manager_client, "/manage/instruments/new")
+    assert (blank["name"], blank["slot_minutes"], blank["price_internal_yuan"]) == (
+        "",
+        "30",
+        "0.00",
+    )
     form = new_instrument_form(manager_client, lab)
     assert form["form_token"]
 
@@ -849,3 +855,66 @@ def test_another_facilitys_request_is_not_found(
         f"/manage/service-requests/{request_id}/accept", data={"csrf_token": token}
     )
     assert answer.status_code == 404
+
+
+# --- Across the pages ----------------------------------------------------------------------
+
+
+def test_every_form_without_its_csrf_token_is_refused(
+    manager_client: TestClient, session: Session, lab: Lab
+) -> None:
+    facility = lab.facility.id
+    for path in (
+        "/manage/instruments/new",
+        f"/manage/facilities/{facility}/hours",
+        f"/manage/facilities/{facility}/closures",
+        f"/manage/facilities/{facility}/services/new",
+        "/manage/outages",
+        "/manage/qualifications",
+    ):
+        assert manager_client.post(path, data={"name": "x"}).status_code == 403, path
+
+
+def grow(session: Session, lab: Lab, count: int) -> None:
+    """``count`` more outages, qualifications and sample requests in the manager's facility."""
+    testing = make_testing_service(session, facility=lab.facility, daily_sample_capacity=100)
+    for n in range(count):
+        user = make_user(session, roles=[Role.RESEARCHER])
+        start = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(days=n)
+        session.add(
+            Outage(
+                facility_id=lab.facility.id,
+                instrument_id=lab.instrument.id if n % 2 else None,
+                start_at=start,
+                end_at=start + timedelta(hours=4),
+                kind="maintenance",
+            )
+        )
+        session.add(Qualification(user_id=user.id, instrument_id=lab.instrument.id))
+        service_requests.submit(
+            session,
+            actor=load_principal(session, user),
+            data=ServiceRequestCreate(testing_service_id=testing.id, sample_count=1),
+        )
+    session.flush()
+
+
+@pytest.mark.parametrize(
+    "path", ["/manage/outages", "/manage/qualifications", "/manage/service-requests"]
+)
+def test_the_lists_read_the_same_number_of_statements_for_2_or_20_rows(
+    manager_client: TestClient,
+    session: Session,
+    lab: Lab,
+    database: ConnectionBoundDatabase,
+    path: str,
+) -> None:
+    grow(session, lab, 2)
+    with counted_statements(database) as few:
+        assert manager_client.get(path).status_code == 200
+    grow(session, lab, 18)
+    with counted_statements(database) as many:
+        page = manager_client.get(path)
+    assert page.status_code == 200
+    assert page.text.count("<tr") >= 21
+    assert len(many) == len(few)

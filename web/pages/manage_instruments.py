@@ -36,7 +36,7 @@ from core.clock import now
 from core.errors import Conflict, DomainError, NotFound, PermissionDenied, RuleViolation
 from core.money import MoneyError, fen_to_yuan, format_yuan, yuan_to_fen
 from instruments import queries, rules, service
-from instruments.models import Facility, FacilityClosure, Instrument, TestingService
+from instruments.models import Facility, FacilityClosure, Instrument, Outage, TestingService
 from instruments.rules import (
     CATEGORY_NAMES,
     ApprovalMode,
@@ -65,6 +65,9 @@ from web.templating import locale_for, render
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 
 PAGE_SIZE = 25
+# The report upload of these pages; the app gives it the API's upload limit when it lists this
+# pattern among the larger bodies (else the general body limit applies, which the page states).
+REPORT_UPLOAD_PATH = r"^/manage/service-requests/\d+/report$"
 FORM_TOKEN_KEY = "page-form:"
 FORM_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,100}$")
 WEEKDAYS = (
@@ -149,6 +152,7 @@ BAD_DATE = N_("Enter a date (YYYY-MM-DD).")
 BAD_DATETIME = N_("Enter a date and time.")
 BAD_TIME = N_("Use times like 08:30 (24:00 is midnight).")
 HALF_SPAN = N_("Give both a start and an end.")
+CONCURRENT_CHANGE = N_("The same record was saved at the same moment elsewhere: reload and check.")
 SAVED_MESSAGES = {
     "saved": N_("Saved."),
     "created": N_("Created."),
@@ -252,7 +256,7 @@ def once(
         session.rollback()
         earlier = replayed(session, principal, token)
         if earlier is None:
-            raise
+            raise Conflict(CONCURRENT_CHANGE, code="concurrent_change") from None
         return redirect(earlier)
     return redirect(location)
 
@@ -426,7 +430,7 @@ def instrument_form_values(instrument: Instrument | None) -> dict[str, Any]:
         values: dict[str, Any] = {
             name: field.default
             for name, field in defaults.items()
-            if field.default is not None and not callable(field.default)
+            if not field.is_required() and field.default is not None
         }
         values = {k: (v.value if hasattr(v, "value") else v) for k, v in values.items()}
         for name in MONEY_FIELDS:
@@ -1254,7 +1258,7 @@ def outage_detail(
     outage_id: int, request: Request, principal: PagePrincipal, session: DbSession
 ) -> Response:
     require_manager(principal)
-    outage = session.get(queries.Outage, outage_id)
+    outage = session.get(Outage, outage_id)
     if outage is None or not principal.manages_facility(outage.facility_id):
         raise NotFound("Outage")
     facility = queries.get_facility(session, outage.facility_id)
@@ -1498,6 +1502,7 @@ def request_detail(
     request_id: int,
     *,
     errors: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
     status_code: int = 200,
 ) -> Response:
     found = managed_request(session, principal, request_id)
@@ -1515,10 +1520,22 @@ def request_detail(
             "files": service_requests.files_of(session, actor=principal, request_id=request_id),
             "status_labels": REQUEST_STATUS_LABELS,
             "errors": errors or {},
+            "values": values or {},
+            "upload_limit_mb": report_upload_limit(request) // (1024 * 1024),
             **common_context(request),
         },
         status_code=status_code,
     )
+
+
+def report_upload_limit(request: Request) -> int:
+    """The API's upload limit once the app lets this page's bodies be that large; until then
+    the general body limit."""
+    settings = request.app.state.settings
+    for middleware in request.app.user_middleware:
+        if REPORT_UPLOAD_PATH in (middleware.kwargs.get("larger") or {}):
+            return int(settings.max_upload_bytes)
+    return int(min(settings.max_upload_bytes, settings.max_body_bytes))
 
 
 @router.get("/manage/service-requests/{request_id}")
@@ -1603,6 +1620,7 @@ def reject_service_request(
             principal,
             request_id,
             errors={"reason": N_("Give a reason.")},
+            values={"reason": reason},
             status_code=422,
         )
     return request_action(
@@ -1660,7 +1678,6 @@ def upload_report(
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
-    settings: AppSettings,
     file: Annotated[UploadFile | None, File()] = None,
 ) -> Response:
     """The result report (the same file checks and size limit as the API); marks it reported."""
@@ -1674,7 +1691,8 @@ def upload_report(
             errors={"file": N_("Choose a file.")},
             status_code=422,
         )
-    content = file.file.read(settings.max_upload_bytes + 1)
+    limit = report_upload_limit(request)
+    content = file.file.read(limit + 1)
     return request_action(
         session,
         request,
@@ -1688,7 +1706,7 @@ def upload_report(
             kind="report",
             filename=file.filename or "report",
             content=content,
-            max_bytes=settings.max_upload_bytes,
+            max_bytes=limit,
         ),
     )
 
