@@ -918,3 +918,29 @@ def test_the_lists_read_the_same_number_of_statements_for_2_or_20_rows(
     assert page.status_code == 200
     assert page.text.count("<tr") >= 21
     assert len(many) == len(few)
+
+
+def test_where_the_platform_cancels_bookings_under_an_outage_the_page_says_so_and_does_it(
+    manager_client: TestClient, session: Session, lab: Lab
+) -> None:
+    app = manager_client.app
+    app.state.settings = app.state.settings.model_copy(update={"outage_bookings_action": "cancel"})  # type: ignore[attr-defined]
+    researcher = make_user(session, roles=[Role.RESEARCHER])
+    start = datetime.now(UTC).replace(microsecond=0, second=0) + timedelta(days=4)
+    booking = booking_on(session, lab.instrument, researcher, start)
+    local = start + timedelta(hours=8)  # Asia/Shanghai
+    form = form_of(manager_client, "/manage/outages") | {
+        "target": f"facility:{lab.facility.id}",
+        "start": local.strftime("%Y-%m-%dT%H:%M"),
+        "end": (local + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
+        "kind": "maintenance",
+    }
+
+    preview = manager_client.post("/manage/outages", data=form)
+    assert "将以停机为理由被取消" in preview.text
+    confirmed = manager_client.post("/manage/outages", data=form | {"confirm": "1"})
+
+    assert confirmed.status_code == 200
+    session.refresh(booking)
+    assert booking.status == BookingStatus.CANCELLED
+    assert "已取消：" in confirmed.text
