@@ -37,6 +37,11 @@ from notifications.models import CalendarFeed, FeedKind
 
 DAYS_BACK = 30
 DAYS_AHEAD = 365
+# Last-Modified is told in whole seconds, and a booking change is stamped when it is written but
+# seen only once its transaction commits, a little later. So a feed's last change is vouched for
+# by a date only once it is this old: until then no Last-Modified is sent and If-Modified-Since
+# is not answered 304 (the ETag, which counts versions, serves meanwhile).
+SETTLED_AFTER = timedelta(seconds=30)
 # Bookings an instrument's or facility's subscribers see: what holds the instrument, and what
 # was used. A user's own feed also lists the ones that went away (cancelled, rejected, expired,
 # no-show) as STATUS:CANCELLED, so calendar apps drop the events they showed before.
@@ -194,6 +199,19 @@ class FeedState:
     subscription: Subscription
     etag: str  # quoted, as in the header
     last_modified: datetime
+    # When the last change is recent, or a lost role hid details at a moment no row records,
+    # the date says nothing reliable (see SETTLED_AFTER): then it is not used as a validator.
+    dated: bool = True
+
+    @property
+    def last_modified_header(self) -> datetime | None:
+        """The Last-Modified a response may carry, if any."""
+        return self.last_modified if self.dated else None
+
+    def unchanged_since(self, since: datetime) -> bool:
+        """Whether a subscriber whose copy is from ``since`` (If-Modified-Since) has it still."""
+        # A date from the future is no copy's date (RFC 9110 §13.1.3): it proves nothing.
+        return self.dated and self.last_modified.replace(microsecond=0) <= since <= now()
 
 
 def subscription(session: Session, *, token: str) -> Subscription:
@@ -263,8 +281,13 @@ def feed_state(session: Session, subscription: Subscription) -> FeedState:
     ]
     digest = hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
     changes = [m for m in (last_change, instruments_at, facilities_at) if m is not None]
-    last_modified = max([feed.created_at, owner.updated_at, *changes])
-    return FeedState(subscription, f'"{digest}"', last_modified)
+    # The window moves at the start of each UTC day, so the content may change then too.
+    day_start = subscription.window_start + timedelta(days=DAYS_BACK)
+    last_modified = max([feed.created_at, owner.updated_at, day_start, *changes])
+    dated = (
+        last_modified <= now() - SETTLED_AFTER and subscription.full_details == feed.full_details
+    )
+    return FeedState(subscription, f'"{digest}"', last_modified, dated)
 
 
 def render_feed(session: Session, subscription: Subscription, *, host: str) -> str:

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from booking.models import Booking
 from booking.rules import BookingStatus, OperatedBy
-from core.accounts.models import User
+from core.accounts.models import RoleAssignment, User
 from core.accounts.rules import Role, ScopeKind
 from core.accounts.schemas import RoleGrant
 from core.clock import frozen
@@ -180,7 +180,8 @@ def test_a_feed_is_served_without_login_as_text_calendar(
     booking = booked(session, lab.instrument, lab.researcher, hours_ahead=25)
     feed = create(client, bearer(session, lab.researcher), kind="user")
 
-    response = client.get(path_of(feed))
+    with frozen(NOW + feeds.SETTLED_AFTER):
+        response = client.get(path_of(feed))
 
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/calendar; charset=utf-8"
@@ -259,3 +260,74 @@ def test_a_poll_with_the_current_etag_is_304_without_building_the_calendar(
     (vevent,) = events(changed.text)
     assert str(vevent["STATUS"]) == "CANCELLED"
     assert int(vevent["SEQUENCE"]) == 1
+
+
+def test_a_poll_with_if_modified_since_is_304_once_the_feed_has_settled(
+    client: TestClient, session: Session, lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    booking = booked(session, lab.instrument, lab.researcher, hours_ahead=25)
+    feed = create(client, bearer(session, lab.researcher), kind="user")
+    # Just changed: a change stamped a moment ago may still be committing, so no date yet.
+    assert "last-modified" not in client.get(path_of(feed)).headers
+    later = NOW + feeds.SETTLED_AFTER + timedelta(seconds=5)
+    with frozen(later):
+        first = client.get(path_of(feed))
+    date = first.headers["last-modified"]
+    assert parsedate_to_datetime(date) == NOW
+
+    def must_not_build(*args: Any, **kwargs: Any) -> str:
+        raise AssertionError("the calendar was built for a 304")
+
+    monkeypatch.setattr(feeds, "render_feed", must_not_build)
+    with frozen(later + timedelta(hours=1)):
+        again = client.get(path_of(feed), headers={"If-Modified-Since": date})
+        assert again.status_code == 304
+        assert again.content == b""
+        assert again.headers["last-modified"] == date
+        assert again.headers["etag"] == first.headers["etag"]
+    monkeypatch.undo()
+
+    with frozen(later + timedelta(hours=1)):
+        for refused in (
+            "Mon, 30 Nov 2026 00:59:59 GMT",  # a copy older than the last change
+            "not a date",
+            "Tue, 01 Dec 2026 12:00:00 GMT",  # from the future
+        ):
+            response = client.get(path_of(feed), headers={"If-Modified-Since": refused})
+            assert response.status_code == 200, refused
+            assert response.text == first.text
+        # If-None-Match decides when both are sent, even against a matching date.
+        both = {"If-None-Match": '"other"', "If-Modified-Since": date}
+        assert client.get(path_of(feed), headers=both).status_code == 200
+
+        headers = bearer(session, lab.researcher)
+        cancelled = client.post(f"/api/v1/bookings/{booking.id}/cancel", json={}, headers=headers)
+        assert cancelled.status_code == 200, cancelled.text
+        changed = client.get(path_of(feed), headers={"If-Modified-Since": date})
+    assert changed.status_code == 200
+    assert "last-modified" not in changed.headers  # changed a moment ago: not settled yet
+    (vevent,) = events(changed.text)
+    assert str(vevent["STATUS"]) == "CANCELLED"
+
+
+def test_a_manager_who_lost_the_role_gets_no_304_for_a_date(
+    client: TestClient, session: Session, lab: Lab
+) -> None:
+    booked(session, lab.instrument, lab.researcher, hours_ahead=25)
+    manager = bearer(session, lab.manager)
+    feed = create(client, manager, kind="instrument", subject_id=lab.instrument.id)
+    later = NOW + feeds.SETTLED_AFTER
+    with frozen(later):
+        full = client.get(path_of(feed))
+    date = full.headers["last-modified"]
+    assert "张三" in full.text
+    (assignment,) = [a for a in session.exec(select(RoleAssignment)) if a.user_id == lab.manager.id]
+    session.delete(assignment)  # no row records when the details went away
+    session.flush()
+
+    with frozen(later + timedelta(hours=1)):
+        response = client.get(path_of(feed), headers={"If-Modified-Since": date})
+
+    assert response.status_code == 200
+    assert "last-modified" not in response.headers
+    assert "张三" not in response.text

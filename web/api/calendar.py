@@ -1,12 +1,14 @@
 """Calendar feeds: manage subscriptions (/api/v1/calendar-feeds) and serve them (/calendar/...).
 
 The feed itself needs no login: its token is the key. A poll whose If-None-Match names the
-current ETag is answered 304 from one aggregate query, without building the calendar.
+current ETag, or whose If-Modified-Since date is not before the feed's last change, is
+answered 304 from one aggregate query, without building the calendar.
 """
 
 from __future__ import annotations
 
-from email.utils import format_datetime
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 from fastapi import APIRouter, Header, Response, status
@@ -43,6 +45,17 @@ def feed_read(feed: CalendarFeed, settings: AppSettings) -> CalendarFeedRead:
     )
 
 
+def http_date(value: str | None) -> datetime | None:
+    """An If-Modified-Since date; None when absent or not a date (the header is then ignored)."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
     """RFC 9110 weak comparison against an If-None-Match list (or ``*``)."""
     if not if_none_match:
@@ -61,16 +74,22 @@ def calendar_feed(
     session: DbSession,
     settings: AppSettings,
     if_none_match: str | None = Header(default=None),
+    if_modified_since: str | None = Header(default=None),
 ) -> Response:
-    """A calendar feed (iCalendar, METHOD:PUBLISH); 404 for an unknown or revoked token."""
+    """A calendar feed (iCalendar, METHOD:PUBLISH); 404 for an unknown or revoked token.
+    A poll with the current ETag (If-None-Match), or without one but with an If-Modified-Since
+    date the feed has not changed since, is answered 304 without building the calendar."""
     subscription = feeds.subscription(session, token=token)
     state = feeds.feed_state(session, subscription)
-    headers = {
-        "ETag": state.etag,
-        "Last-Modified": format_datetime(state.last_modified, usegmt=True),
-        "Cache-Control": CACHE_CONTROL,
-    }
-    if etag_matches(if_none_match, state.etag):
+    headers = {"ETag": state.etag, "Cache-Control": CACHE_CONTROL}
+    if state.last_modified_header is not None:
+        headers["Last-Modified"] = format_datetime(state.last_modified_header, usegmt=True)
+    if if_none_match is not None:  # RFC 9110 §13.1.3: the date is then not looked at
+        not_modified = etag_matches(if_none_match, state.etag)
+    else:
+        since = http_date(if_modified_since)
+        not_modified = since is not None and state.unchanged_since(since)
+    if not_modified:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     body = feeds.render_feed(session, subscription, host=feeds.calendar_host(settings.base_url))
     return Response(body, media_type=CALENDAR_TYPE, headers=headers)
