@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -155,15 +156,22 @@ def _own_feed(session: Session, actor: Principal, feed_id: int) -> CalendarFeed:
 
 
 def _facility_of(session: Session, kind: FeedKind, subject_id: int) -> int:
+    """The facility an instrument or facility feed belongs to (every poll of a manager's feed
+    asks: one column, not the whole row)."""
     if kind is FeedKind.INSTRUMENT:
-        instrument = session.get(Instrument, subject_id)
-        if instrument is None:
+        facility_id = session.execute(_INSTRUMENT_FACILITY, {"id": subject_id}).scalar()
+        if facility_id is None:
             raise NotFound("Instrument")
-        return instrument.facility_id
-    facility = session.get(Facility, subject_id)
-    if facility is None:
+        return int(facility_id)
+    if session.execute(_FACILITY_ID, {"id": subject_id}).scalar() is None:
         raise NotFound("Facility")
     return subject_id
+
+
+_INSTRUMENT_FACILITY = sa.select(col(Instrument.facility_id)).where(
+    col(Instrument.id) == sa.bindparam("id")
+)
+_FACILITY_ID = sa.select(col(Facility.id)).where(col(Facility.id) == sa.bindparam("id"))
 
 
 def _audit(session: Session, actor: Principal, feed: CalendarFeed, action: str) -> None:
@@ -214,17 +222,22 @@ class FeedState:
         return self.dated and self.last_modified.replace(microsecond=0) <= since <= now()
 
 
+# The poll's statements are built once, with parameters: building and keying them for the
+# statement cache cost more than SQLite takes to answer them.
+_LIVE_FEED = (
+    select(CalendarFeed, User)
+    .join(User, col(User.id) == CalendarFeed.owner_id)
+    .where(
+        CalendarFeed.token == sa.bindparam("token"),
+        col(CalendarFeed.revoked_at).is_(None),
+        col(User.is_active).is_(True),
+    )
+)
+
+
 def subscription(session: Session, *, token: str) -> Subscription:
     """The live feed a token names; unknown, revoked and regenerated-away tokens are 404."""
-    found = session.exec(
-        select(CalendarFeed, User)
-        .join(User, col(User.id) == CalendarFeed.owner_id)
-        .where(
-            CalendarFeed.token == token,
-            col(CalendarFeed.revoked_at).is_(None),
-            col(User.is_active).is_(True),
-        )
-    ).first()
+    found = session.exec(_LIVE_FEED, params={"token": token}).first()
     if found is None:
         raise NotFound("Calendar feed")
     feed, owner = found
@@ -250,18 +263,10 @@ def feed_state(session: Session, subscription: Subscription) -> FeedState:
     ``updated_at`` moves the ETag and Last-Modified forward instead of back."""
     # Bookings alone (no joins: the poll must stay cheap with 10,000 of them), then the few
     # instrument and facility rows whose names and places the feed shows.
-    count, last_change, versions, last_id = session.execute(
-        _bookings_of(
-            sa.select(
-                sa.func.count(col(Booking.id)),
-                sa.func.max(col(Booking.updated_at)),
-                sa.func.coalesce(sa.func.sum(col(Booking.version)), 0),
-                sa.func.max(col(Booking.id)),
-            ),
-            subscription,
-        )
-    ).one()
-    instruments_at, facilities_at = session.execute(_catalogue_stamps(subscription)).one()
+    bookings, catalogue = _state_queries(subscription.feed.kind)
+    params = _window_params(subscription)
+    count, last_change, versions, last_id = session.execute(bookings, params).one()
+    instruments_at, facilities_at = session.execute(catalogue, params).one()
     feed, owner = subscription.feed, subscription.owner
     parts: list[Any] = [
         feed.id,
@@ -330,36 +335,54 @@ def render_feed(session: Session, subscription: Subscription, *, host: str) -> s
     return ics.feed(events, name=_feed_name(session, subscription))
 
 
-def _bookings_of(query: Any, subscription: Subscription) -> Any:
-    """``query`` over all bookings of the feed's subject and days, shown or not."""
-    feed = subscription.feed
+@cache
+def _state_queries(kind: FeedKind) -> tuple[Any, Any]:
+    """For a kind of feed: the aggregate over its bookings, and the last change of the
+    instruments and facilities its events name (no joins: a poll must stay cheap)."""
+    bookings = _bookings_of(
+        sa.select(
+            sa.func.count(col(Booking.id)),
+            sa.func.max(col(Booking.updated_at)),
+            sa.func.coalesce(sa.func.sum(col(Booking.version)), 0),
+            sa.func.max(col(Booking.id)),
+        ),
+        kind,
+    )
+    stamps = (
+        sa.select(sa.func.max(col(Instrument.updated_at)), sa.func.max(col(Facility.updated_at)))
+        .select_from(Instrument)
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+    )
+    subject: sa.BindParameter[int] = sa.bindparam("subject_id")
+    if kind is FeedKind.INSTRUMENT:
+        return bookings, stamps.where(col(Instrument.id) == subject)
+    if kind is FeedKind.FACILITY:
+        return bookings, stamps.where(col(Facility.id) == subject)
+    used = _bookings_of(sa.select(col(Booking.instrument_id)), kind).distinct()
+    return bookings, stamps.where(col(Instrument.id).in_(used))
+
+
+def _bookings_of(query: Any, kind: FeedKind) -> Any:
+    """``query`` over all bookings of a feed's subject and days, shown or not (parameters:
+    :func:`_window_params`)."""
     subject = {
         FeedKind.USER: Booking.user_id,
         FeedKind.INSTRUMENT: Booking.instrument_id,
         FeedKind.FACILITY: Booking.facility_id,
-    }[feed.kind]
+    }[kind]
     return query.select_from(Booking).where(
-        col(subject) == feed.subject_id,
-        col(Booking.start_at) < subscription.window_end,
-        col(Booking.end_at) > subscription.window_start,
+        col(subject) == sa.bindparam("subject_id"),
+        col(Booking.start_at) < sa.bindparam("window_end"),
+        col(Booking.end_at) > sa.bindparam("window_start"),
     )
 
 
-def _catalogue_stamps(subscription: Subscription) -> Any:
-    """The last change of the instruments and facilities the feed's events name."""
-    feed = subscription.feed
-    stamps = sa.select(
-        sa.func.max(col(Instrument.updated_at)), sa.func.max(col(Facility.updated_at))
-    )
-    stamps = stamps.select_from(Instrument).join(
-        Facility, col(Facility.id) == Instrument.facility_id
-    )
-    if feed.kind is FeedKind.INSTRUMENT:
-        return stamps.where(col(Instrument.id) == feed.subject_id)
-    if feed.kind is FeedKind.FACILITY:
-        return stamps.where(col(Facility.id) == feed.subject_id)
-    used = _bookings_of(sa.select(col(Booking.instrument_id)), subscription).distinct()
-    return stamps.where(col(Instrument.id).in_(used))
+def _window_params(subscription: Subscription) -> dict[str, Any]:
+    return {
+        "subject_id": subscription.feed.subject_id,
+        "window_start": subscription.window_start,
+        "window_end": subscription.window_end,
+    }
 
 
 def _joined(query: Any, subscription: Subscription, *, shown_only: bool) -> Any:
