@@ -13,6 +13,7 @@ random generator, so the demo is the same on every build.
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -26,7 +27,7 @@ from sqlmodel import Session, SQLModel, col, func, select
 from booking.models import Booking, ServiceCapacityDay, ServiceRequest, UsageRecord
 from booking.models import ServiceRequestStatus as S
 from booking.rules import BookingStatus, OperatedBy
-from core.accounts.models import RoleAssignment, User
+from core.accounts.models import Organisation, RoleAssignment, User
 from core.accounts.rules import Role, ScopeKind
 from core.clock import now
 from instruments import queries as instrument_queries
@@ -39,6 +40,7 @@ from instruments.models import (
     TestingService,
 )
 from instruments.rules import ApprovalMode, OperationMode, OutageKind
+from web.demo_catalogue import FACILITIES
 
 SEED = 20260101
 HISTORY_DAYS = 365
@@ -288,8 +290,14 @@ def build_history(
         if profile.utilization is not None:
             profile = replace(profile, load=_load_for(profile, inst, open_intervals, begin, end))
         blocks, chores = _blocks(rng, inst, profile, open_intervals, end)
-        for position, (block_start, block_end) in enumerate(blocks):
-            following = blocks[position + 1][0] if position + 1 < len(blocks) else end
+        # A use may overrun its booking, but not into whatever comes next on the instrument.
+        starts = sorted([b[0] for b in blocks] + [c[0] for c in chores] + [end])
+        chore_ends = sorted(c[1] for c in chores)
+        last_use_end = begin
+        for block_start, block_end in blocks:
+            following = starts[bisect.bisect_right(starts, block_start)]
+            before = bisect.bisect_right(chore_ends, block_start)
+            free_from = max(last_use_end, chore_ends[before - 1] if before else begin)
             next_id = _booking_rows(
                 rng,
                 inst,
@@ -299,12 +307,16 @@ def build_history(
                 block_end,
                 following,
                 (begin, end),
+                free_from,
                 next_id,
                 bookings,
                 usage,
                 first_use,
                 counts,
             )
+            latest = usage[-1] if usage else {}
+            if latest.get("instrument_id") == inst.id and isinstance(latest["ended_at"], datetime):
+                last_use_end = max(last_use_end, latest["ended_at"])
         for chore_start, chore_end, kind in chores:
             worker = (
                 people.staff(inst)
@@ -372,6 +384,12 @@ def _load_for(
     return min(0.95, max(0.02, wanted / basis / EFFECTIVE_SHARE))
 
 
+def _on_slot(moment: datetime, origin: datetime, slot: int) -> datetime:
+    """The first slot boundary (counted from ``origin``, an opening time) at or after ``moment``."""
+    step = timedelta(minutes=slot)
+    return origin + step * -((origin - moment) // step)
+
+
 def _blocks(
     rng: random.Random,
     inst: _Instrument,
@@ -389,7 +407,7 @@ def _blocks(
     busy_until = datetime.min.replace(tzinfo=ZoneInfo("UTC"))
     low, high = profile.block_hours
     for open_start, open_end in open_intervals:
-        cursor = max(open_start, busy_until)
+        cursor = _on_slot(max(open_start, busy_until), open_start, inst.slot)
         while cursor < open_end:
             minutes = _round_to(rng.uniform(low, high) * 60, inst.slot)
             minutes = min(max(minutes, inst.min_minutes), inst.max_minutes)
@@ -411,7 +429,7 @@ def _blocks(
                 continue
             blocks.append((cursor, finish))
             busy_until = finish + timedelta(minutes=inst.buffer)
-            cursor = busy_until
+            cursor = _on_slot(busy_until, open_start, inst.slot)
     return blocks, chores
 
 
@@ -424,6 +442,7 @@ def _booking_rows(
     block_end: datetime,
     following: datetime,
     window: tuple[datetime, datetime],
+    free_from: datetime,
     next_id: int,
     bookings: list[dict[str, object]],
     usage: list[dict[str, object]],
@@ -542,8 +561,11 @@ def _booking_rows(
         bookings.append(old_row)
         counts.by_status["moved"] += 1
     if outcome is BookingStatus.COMPLETED:
-        started = block_start + timedelta(minutes=min(25, max(-10, round(rng.gauss(4, 7)))))
+        # Early check-in only once the instrument is free; a late start, an early end or an
+        # overrun (recorded, never into what comes next) make durations vary.
         minutes = length.total_seconds() / 60
+        delay = min(25.0, minutes / 3, max(-10.0, rng.gauss(4, 7)))
+        started = max(block_start + timedelta(minutes=round(delay)), free_from)
         overrun = min(30.0, max(-0.4 * minutes, rng.gauss(-8, 18)))
         ended = min(block_end + timedelta(minutes=round(overrun)), following)
         ended = max(ended, started + timedelta(minutes=10))
@@ -688,8 +710,6 @@ def _profile_for(rng: random.Random, code: str, facility_key: str, rated: int) -
 def _history_users(session: Session, rng: random.Random, *, domain: str) -> list[int]:
     """Researchers of every organisation who booked during the year (they have no password:
     they are the past, not demo logins)."""
-    from core.accounts.models import Organisation
-
     organisations = session.exec(select(Organisation).order_by(col(Organisation.id))).all()
     current = now()
     rows: list[dict[str, object]] = []
@@ -736,8 +756,6 @@ def seed_history(
 ) -> HistoryCounts:
     """The demo's year: history users, per-instrument profiles, then the bookings, usage,
     outages and sample requests of :func:`build_history` and :func:`build_service_requests`."""
-    from web.demo_catalogue import FACILITIES
-
     rng = random.Random(seed)
     current = now()
     facility_keys = {f.name: f.key for f in FACILITIES}

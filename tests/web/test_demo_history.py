@@ -142,6 +142,7 @@ def test_bookings_keep_to_opening_hours_and_avoid_outages(session: Session, lab:
             continue
         start = booking.start_at.astimezone(SHANGHAI)
         assert (start.hour, start.minute) >= (9, 0)
+        assert start.minute in (0, 30)  # on the instrument's 30-minute slots
         assert booking.end_at.astimezone(SHANGHAI).date() == start.date()
         assert booking.end_at <= END
         assert any(
@@ -172,6 +173,20 @@ def test_usage_records_exist_for_checked_in_bookings_only_and_fit_them(
     assert set(used) == completed
     durations = {round((r.ended_at - r.started_at).total_seconds() / 60) for r in used.values()}
     assert len(durations) > 20  # durations vary around the bookings
+
+
+def test_what_happened_on_an_instrument_never_overlaps(session: Session, lab: Lab) -> None:
+    """Uses may overrun their bookings a little, but never into the next use, training or
+    maintenance on the same instrument."""
+    for instrument in (lab.busy, lab.quiet, lab.new):
+        records = session.exec(
+            select(UsageRecord)
+            .where(UsageRecord.instrument_id == instrument.id)
+            .order_by(col(UsageRecord.started_at))
+        ).all()
+        assert len(records) > 5
+        for before, after in itertools.pairwise(records):
+            assert before.ended_at <= after.started_at, (before.id, after.id)
 
 
 def test_no_shows_and_cancellations_have_no_usage_and_moves_keep_their_calendar_uid(
