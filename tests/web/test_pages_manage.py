@@ -419,6 +419,8 @@ def test_an_expired_request_in_a_batch_blocks_it(
     assert answer.status_code == 409  # type: ignore[attr-defined]
     assert "申请已过期" in answer.text  # type: ignore[attr-defined]
     assert status_of(session, waiting) is S.PENDING
+    assert f'id="pick-{waiting.id}" checked' in answer.text  # type: ignore[attr-defined]
+    assert f'id="pick-{lapsed.id}">' in answer.text  # type: ignore[attr-defined]
 
 
 def test_sending_the_same_decision_twice_decides_once(
@@ -511,12 +513,37 @@ def test_the_heaviest_pages_read_in_a_fixed_number_of_queries(
             row.start_at = NOW + timedelta(hours=i)
             row.end_at = row.held_until = row.start_at + timedelta(hours=1)
             row.status = S.CONFIRMED if i % 2 else S.PENDING
-            row.user_id = make_user(session, organisation=labs.university).id or 0
+            row.user_id = make_user(session, password=None, organisation=labs.university).id or 0
         session.flush()
         with counted_statements(database) as statements:
             assert client.get(path).status_code == 200
         for row in made:
             session.delete(row)
+        session.flush()
+        return len(statements)
+
+    assert statements_with(2) == statements_with(20)
+
+
+def test_the_usage_page_reads_in_a_fixed_number_of_queries(
+    client: TestClient, session: Session, database: ConnectionBoundDatabase, labs: Labs
+) -> None:
+    login_page(client, labs.li.email)
+
+    def statements_with(n: int) -> int:
+        made = [
+            usage(
+                session,
+                labs.instrument_a,
+                make_user(session, password=None, organisation=labs.university),
+                f"{(NOW - timedelta(days=i + 1)).astimezone(SHANGHAI):%Y-%m-%d} 09:00",
+            )
+            for i in range(n)
+        ]
+        with counted_statements(database) as statements:
+            assert client.get("/manage/usage").status_code == 200
+        for record in made:
+            session.delete(record)
         session.flush()
         return len(statements)
 

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from booking import queries as bookings
 from booking import service as booking_service
-from booking.models import IdempotencyRecord
+from booking.models import Booking, IdempotencyRecord
 from booking.rules import HELD_STATUSES, BookingStatus
 from booking.schemas import UsageRecordCorrection, UsageRecordCreate
 from core.accounts import queries as account_queries
@@ -232,7 +232,7 @@ def render_queue(
     errors: dict[str, Any] | None = None,
     values: dict[str, Any] | None = None,
     selected: set[int] | None = None,
-    blocked: list[tuple[bookings.BookingRow | Any, str]] | None = None,
+    blocked: list[tuple[Booking, str]] | None = None,
 ) -> Response:
     scope = manager_scope(principal)
     shown = narrowed_scope(principal, scope, facility_id)
@@ -306,7 +306,7 @@ def decide(
     manager_scope(principal)
     ids = list(dict.fromkeys(booking_id))
 
-    def again(status: int, **context: Any) -> Response:
+    def again(status: int, selected: set[int] | None = None, **context: Any) -> Response:
         return render_queue(
             request,
             session,
@@ -315,7 +315,7 @@ def decide(
             instrument_id=instrument_id,
             status_code=status,
             values={"reason": reason, "action": action},
-            selected=set(ids),
+            selected=set(ids) if selected is None else selected,
             **context,
         )
 
@@ -329,7 +329,8 @@ def decide(
         field = f"reason-{row}" if row is not None else "reason"
         return again(422, errors={field: N_("Say why the requests are rejected.")})
     if check.blocked:
-        return again(409, blocked=check.blocked)
+        # Still selected: those that can be decided, so the manager sends them again at once.
+        return again(409, selected={b.id or 0 for b in check.to_decide}, blocked=check.blocked)
     try:
         for booking in check.to_decide:
             if action == "approve":
