@@ -163,6 +163,11 @@ def test_the_approval_queue_fits_a_phone(phone_page: Any, seed_session: Seed) ->
     assert phone_page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert phone_page.locator(f"#request-{lab.requests[0]} button[value=approve]").is_visible()
     screenshot(phone_page, "manage-approvals-phone")
+    for path in ("/manage", "/desk", f"/manage/facilities/{lab.facility_id}/calendar"):
+        phone_page.goto(path)
+        phone_page.wait_for_load_state("networkidle")
+        assert phone_page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], path
+    screenshot(phone_page, "manage-calendar-phone")
     assert phone_page.script_errors == []
 
 
