@@ -108,6 +108,17 @@ def test_every_desk_form_carries_the_csrf_token(
     assert set(tokens) == {csrf_from(page)}
 
 
+def test_the_desk_keeps_its_search_after_a_check_in(
+    client: TestClient, session: Session, labs: Labs
+) -> None:
+    due = booking(session, labs.instrument_a, labs.researcher, S.CONFIRMED, "2026-11-30 09:00")
+    login_page(client, labs.li.email)
+
+    answer = post(client, f"/desk/bookings/{due.id}/check-in", "/desk", q="张 & 李")
+
+    assert answer.headers["location"] == "/desk?done=check-in&q=%E5%BC%A0+%26+%E6%9D%8E"  # type: ignore[attr-defined]
+
+
 def test_checking_in_too_early_says_so(client: TestClient, session: Session, labs: Labs) -> None:
     later = booking(session, labs.instrument_a, labs.researcher, S.CONFIRMED, "2026-11-30 15:00")
     login_page(client, labs.li.email)

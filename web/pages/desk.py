@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import segno
 from fastapi import APIRouter, Form, Query, Request
@@ -50,6 +51,7 @@ DESK_MESSAGES = [
     N_("You cannot check in this booking: its status is completed."),
     N_("The booking is over."),
     N_("The instrument is still in use; check in at your start time."),
+    N_("Page not found."),
 ]
 
 
@@ -144,14 +146,15 @@ def desk(
 
 
 def _desk_return(q: str, instrument_id: int | None, facility_id: int | None, done: str) -> str:
-    params = [f"done={done}"]
+    """Back to the desk as it was filtered, saying what was done."""
+    params: dict[str, str | int] = {"done": done}
     if q:
-        params.append(f"q={q}")
+        params["q"] = q
     if instrument_id is not None:
-        params.append(f"instrument_id={instrument_id}")
+        params["instrument_id"] = instrument_id
     if facility_id is not None:
-        params.append(f"facility_id={facility_id}")
-    return "/desk?" + "&".join(params)
+        params["facility_id"] = facility_id
+    return f"/desk?{urlencode(params)}"
 
 
 @router.post("/desk/bookings/{booking_id}/{step}")
