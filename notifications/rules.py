@@ -76,3 +76,18 @@ def wants_email(topic: str, preferences: dict[str, bool]) -> bool:
 
 def for_people(topic: str) -> bool:
     return topic not in NOT_FOR_PEOPLE
+
+
+def link_path(topic: str, payload: dict[str, object], *, for_booker: bool) -> str:
+    """The page an e-mail links to: the booker's booking or request, or the managers' list."""
+    booking_id = payload.get("booking_id")
+    if isinstance(booking_id, int):
+        return f"/my/bookings/{booking_id}" if for_booker else "/manage/approvals"
+    request_id = payload.get("service_request_id")
+    if isinstance(request_id, int):
+        return (
+            f"/my/service-requests/{request_id}"
+            if for_booker
+            else f"/manage/service-requests/{request_id}"
+        )
+    return "/notifications"

@@ -15,8 +15,9 @@ import logging
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from email.utils import parseaddr
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -289,7 +290,16 @@ def compose_email(
         if booking.reason:
             lines.append(f"{'原因' if locale == 'zh-CN' else 'Reason'}: {booking.reason}")
         if method is not None:
-            calendar = _invitation(booking, instrument, facility, locale, settings, method)
+            calendar = _invitation(
+                booking,
+                instrument,
+                facility,
+                locale,
+                settings,
+                method,
+                attendee=delivery.recipient,
+                instrument_name=str(values["instrument"]),
+            )
     request_id = event.payload.get("service_request_id")
     if isinstance(request_id, int):
         request = loaded.service_requests.get(request_id)
@@ -299,7 +309,10 @@ def compose_email(
             f"#{request.id}: {request.sample_count} "
             f"{'个样品' if locale == 'zh-CN' else 'samples'}, {request.status}"
         ]
-    link = settings.base_url.rstrip("/") + "/"
+    for_booker = delivery.user_id is not None and delivery.user_id == event.payload.get("user_id")
+    link = settings.base_url.rstrip("/") + rules.link_path(
+        event.topic, event.payload, for_booker=for_booker
+    )
     text = "\n".join([*lines, "", link])
     html = (
         "".join(f"<p>{_escape(line)}</p>" for line in lines)
@@ -328,17 +341,24 @@ def _invitation(
     locale: str,
     settings: Settings,
     method: str,
+    *,
+    attendee: str,
+    instrument_name: str,
 ) -> str:
     host = settings.base_url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
     event = ics.booking_event(
         booking,
-        instrument_name=instrument.name,
+        instrument_name=instrument_name,
         location=instrument.location or facility.address,
         host=host,
         locale=locale,
         who="",
         timezone=facility.timezone,
     )
+    # RFC 5546 wants an ORGANIZER on every REQUEST and CANCEL, and the invited ATTENDEE: the
+    # platform's sending address organizes, the booker attends.
+    organizer = parseaddr(settings.smtp_from)[1] or None
+    event = replace(event, organizer_email=organizer, attendee_email=attendee)
     return ics.invitation(event, method=method)  # type: ignore[arg-type]
 
 

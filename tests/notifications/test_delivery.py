@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -106,7 +107,7 @@ def test_a_confirmation_reaches_the_booker_in_chinese_with_the_booking_details(
     session: Session, database: Database, smtp: SmtpServer, lab: dict
 ) -> None:
     with frozen(NOW):
-        book(session, lab, "automatic", NOW + timedelta(days=1))
+        booking = book(session, lab, "automatic", NOW + timedelta(days=1))
         assert run_worker(session, database, settings_for(smtp)) == 1
     [mail] = smtp.received
     assert mail.recipients == ["wang@lab.cn"]
@@ -116,6 +117,7 @@ def test_a_confirmation_reaches_the_booker_in_chinese_with_the_booking_details(
     assert "扫描电镜" in body
     assert "Asia/Shanghai" in body
     assert "形貌观察" in body
+    assert body.endswith(f"\nhttp://127.0.0.1:8000/my/bookings/{booking.id}")
 
 
 def test_a_request_reaches_the_facilitys_managers_in_their_language(
@@ -127,6 +129,9 @@ def test_a_request_reaches_the_facilitys_managers_in_their_language(
     by_recipient = {m.recipients[0]: email_header(str(m.message["Subject"])) for m in smtp.received}
     assert by_recipient["manager@lab.cn"].startswith("Booking request to approve")
     assert by_recipient["wang@lab.cn"].startswith("预约申请待审核")
+    links = {m.recipients[0]: plain_text(m.message).rsplit("/", 2)[-2:] for m in smtp.received}
+    assert links["manager@lab.cn"] == ["manage", "approvals"]  # where managers decide
+    assert links["wang@lab.cn"][0] == "bookings"
     notices = session.exec(select(Notification.user_id)).all()
     assert set(notices) == {lab["manager"].id, lab["researcher"].id}
 
@@ -316,6 +321,55 @@ def test_webhooks_are_signed_and_retried_after_an_error(
     assert session.exec(select(Delivery).where(col(Delivery.channel) == "email")).all() == []
 
 
+def test_a_webhook_endpoint_that_hangs_times_out_and_is_retried_later(
+    session: Session, database: Database, lab: dict
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        session.add(
+            WebhookEndpoint(
+                facility_id=lab["automatic"].facility_id,
+                url=f"http://127.0.0.1:{silent.getsockname()[1]}/hook",
+                secret="s3cret",
+            )
+        )
+        session.flush()
+        settings = Settings(webhook_timeout_s=0.5)  # e-mail off: only the webhook goes out
+        with frozen(NOW):
+            book(session, lab, "automatic", NOW + timedelta(days=1))
+            book(session, lab, "automatic", NOW + timedelta(days=2))
+            started = time.monotonic()
+            assert run_worker(session, database, settings) == 0
+            elapsed = time.monotonic() - started
+    assert elapsed < 2  # one wait for the endpoint, not one per event
+    hooks = session.exec(select(Delivery)).all()
+    assert len(hooks) == 2
+    for delivery in hooks:
+        session.refresh(delivery)
+        assert (delivery.status, delivery.attempts) == (DeliveryStatus.PENDING, 1)
+        assert "Timeout" in (delivery.last_error or "")
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "for_booker", "path"),
+    [
+        ("booking.confirmed", {"booking_id": 7}, True, "/my/bookings/7"),
+        ("booking.requested", {"booking_id": 7}, False, "/manage/approvals"),
+        ("service_request.accepted", {"service_request_id": 3}, True, "/my/service-requests/3"),
+        (
+            "service_request.submitted",
+            {"service_request_id": 3},
+            False,
+            "/manage/service-requests/3",
+        ),
+        ("something.else", {}, True, "/notifications"),
+    ],
+)
+def test_an_email_links_to_the_page_where_its_reader_acts(
+    topic: str, payload: dict[str, Any], for_booker: bool, path: str
+) -> None:
+    assert rules.link_path(topic, payload, for_booker=for_booker) == path
+
+
 @pytest.mark.parametrize(
     ("locale", "expected"),
     [("en", "Reminder: {instrument} {start}"), ("fr", "预约提醒：{instrument} {start}")],
@@ -355,6 +409,9 @@ def test_a_confirmation_invites_and_a_cancellation_cancels_the_same_calendar_eve
     assert str(cancellation["METHOD"]) == "CANCEL"
     first, second = (next(iter(c.walk("VEVENT"))) for c in (invitation, cancellation))
     assert first["UID"] == second["UID"] == f"booking-{booking.id}@127.0.0.1"
+    for vevent in (first, second):  # RFC 5546: who organizes, and who is invited
+        assert str(vevent["ORGANIZER"]) == "mailto:noreply@labshare.local"
+        assert str(vevent["ATTENDEE"]) == "mailto:wang@lab.cn"
     assert int(second["SEQUENCE"]) > int(first["SEQUENCE"])
     assert str(second["STATUS"]) == "CANCELLED"
     assert first["DTSTART"].dt == NOW + timedelta(days=1)
