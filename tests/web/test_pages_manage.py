@@ -274,6 +274,21 @@ def test_the_queue_shows_who_asks_for_what_oldest_request_first(
     assert "(Asia/Shanghai)" in page
 
 
+def test_the_queue_reads_in_english_too(client: TestClient, session: Session, labs: Labs) -> None:
+    pending(session, labs, labs.instrument_a, 1)
+    login_page(client, labs.li.email)
+    client.post(
+        "/lang",
+        data={"lang": "en", "next": "/", "csrf_token": csrf_from(client.get("/").text)},
+    )
+
+    page = client.get("/manage/approvals").text
+
+    assert "Approval queue" in page
+    assert "Approve selected" in page
+    assert "审批队列" not in page
+
+
 def test_the_queue_filters_by_instrument(client: TestClient, session: Session, labs: Labs) -> None:
     [on_a] = pending(session, labs, labs.instrument_a, 1)
     [on_b] = pending(session, labs, labs.instrument_b, 1)
