@@ -60,6 +60,7 @@ from web.templating import locale_for, render
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 
 PAGE_SIZE = 20
+BOOKING_FORM_KEY_PREFIX = "page:book:"
 CALENDAR_DAYS_MAX = 62
 LOCAL_INPUT_FORMAT = "%Y-%m-%dT%H:%M"
 
@@ -583,6 +584,7 @@ def _booking_form(
             "qualification": qualification,
             "accounts": bookings.recent_charge_accounts(session, user_id=principal.user_id),
             "idempotency_key": secrets.token_urlsafe(24),
+            "waitlist_form_key": secrets.token_urlsafe(24),
             "customer_class_names": CUSTOMER_CLASS_NAMES,
             "conflict": conflict,
             "waitlist_start": start.astimezone(_zone(facility)).isoformat() if start else "",
@@ -837,7 +839,8 @@ def request_booking(
             instrument, _qualification_state(session, principal, instrument)
         )
     samples = _positive_int(sample_count, "sample_count", errors, upper=100_000)
-    key = idempotency_key.strip()
+    # Namespaced: the API's Idempotency-Keys and other forms' keys share the table.
+    key = BOOKING_FORM_KEY_PREFIX + idempotency_key.strip() if idempotency_key.strip() else ""
     if not key:
         errors.setdefault("", []).append(
             (N_("The form is incomplete. Reload the page and try again."), {})
