@@ -13,6 +13,7 @@ TABLE_MODULES = (
     "instruments.models",
     "booking.models",
     "notifications.models",
+    "reports.models",  # indexes only, on booking tables
 )
 for module in TABLE_MODULES:
     importlib.import_module(module)

@@ -22,6 +22,7 @@ from web.api import calendar as calendar_api
 from web.api import health
 from web.api import instruments as instruments_api
 from web.api import notifications as notifications_api
+from web.api import reports as reports_api
 from web.api import scheduling as scheduling_api
 from web.api import service_requests as service_requests_api
 from web.errors import install_error_handlers
@@ -96,7 +97,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
-        larger={service_requests_api.UPLOAD_PATH: settings.max_upload_bytes},
+        larger={
+            service_requests_api.UPLOAD_PATH: settings.max_upload_bytes,
+            my_booking_pages.SERVICE_REQUEST_UPLOAD_PATH: settings.max_upload_bytes,
+            manage_instrument_pages.REPORT_UPLOAD_PATH: settings.max_upload_bytes,
+        },
     )
     app.add_middleware(RequestContextMiddleware)
 
@@ -109,6 +114,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(scheduling_api.router)
     app.include_router(service_requests_api.router)
     app.include_router(notifications_api.router)
+    app.include_router(reports_api.router)
     app.include_router(account_pages.router)
     app.include_router(notice_pages.router)
     app.include_router(catalogue_pages.router)

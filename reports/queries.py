@@ -1,0 +1,1224 @@
+"""Reads of the utilization reports: SQL aggregations grouped by instrument, facility,
+organisation, category, cluster or district, per month, quarter or year.
+
+Every figure that comes from bookings, usage records, service requests or accepted samples is a
+SQL aggregation (``GROUP BY`` the group and the bucket, ``CASE`` for the kinds, each interval
+clipped to its bucket with the larger start and the smaller end); Python never loops over
+those rows. Available and rated hours come from calendars: each facility's opening hours are
+expanded once for the whole period (the catalogue's open-interval rules), then every
+instrument and bucket reads them through running totals. The number of queries does not grow
+with the number of instruments, bookings or usage records.
+
+The dashboard calls :func:`utilization_report` and :func:`low_use_instruments`; exports read
+:func:`usage_export_rows`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlmodel import Session, col
+
+from booking.models import Booking, ServiceCapacityDay, ServiceRequest, UsageRecord
+from booking.rules import BookingStatus
+from core.accounts.models import Organisation, User
+from core.db import UTCDateTime
+from core.errors import NotFound, RuleViolation
+from core.places import CLUSTER_NAMES, Cluster
+from instruments import holidays
+from instruments import rules as catalogue_rules
+from instruments.models import (
+    Facility,
+    FacilityClosure,
+    Instrument,
+    OpeningSpan,
+    Outage,
+    TestingService,
+    TestingServiceInstrument,
+)
+from instruments.queries import FacilityCalendar
+from instruments.rules import CATEGORY_NAMES, Category, InstrumentStatus, Interval
+from reports import rules
+from reports.rules import (
+    Bucket,
+    GroupBy,
+    LowUseFacts,
+    LowUseRules,
+    OpenTime,
+    PeriodKind,
+    ReportScope,
+    UsageKind,
+    local_midnight,
+    ratio,
+)
+
+BOOKED_STATUSES = (BookingStatus.CONFIRMED, BookingStatus.IN_USE, BookingStatus.COMPLETED)
+# Bookings made for a period: what "few bookings" counts (cancelled and refused ones are not).
+MADE_STATUSES = (*BOOKED_STATUSES, BookingStatus.NO_SHOW)
+
+
+# --- Dialect differences: clipping and durations ---------------------------------------------
+
+
+class greatest(FunctionElement[datetime]):
+    """The later of two timestamps: GREATEST on PostgreSQL, scalar MAX on SQLite."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+class least(FunctionElement[datetime]):
+    """The earlier of two timestamps: LEAST on PostgreSQL, scalar MIN on SQLite."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+class hours_between(FunctionElement[float]):
+    """``end - start`` in hours (a float)."""
+
+    type = sa.Float()
+    inherit_cache = True
+
+
+@compiles(greatest)
+def _greatest(element: greatest, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"GREATEST({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(greatest, "sqlite")
+def _greatest_sqlite(element: greatest, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite keeps UTC as 'YYYY-MM-DD HH:MM:SS.ffffff' text (core.db.UTCDateTime): it orders.
+    return f"MAX({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(least)
+def _least(element: least, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"LEAST({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(least, "sqlite")
+def _least_sqlite(element: least, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"MIN({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(hours_between)
+def _hours_between(element: hours_between, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(EXTRACT(EPOCH FROM ({end}) - ({start})) / 3600.0)"
+
+
+@compiles(hours_between, "sqlite")
+def _hours_between_sqlite(element: hours_between, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return f"((julianday({end}) - julianday({start})) * 24.0)"
+
+
+def _clipped_hours(start: Any, end: Any, bucket_start: Any, bucket_end: Any) -> Any:
+    return hours_between(greatest(start, bucket_start), least(end, bucket_end))
+
+
+# --- Filters and scope -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportFilter:
+    """Narrow a report to part of the platform (the dashboard's drill-down)."""
+
+    instrument_id: int | None = None
+    facility_id: int | None = None
+    organisation_id: int | None = None
+    category: Category | None = None
+    cluster: Cluster | None = None
+    district: str | None = None
+
+    @property
+    def by_instrument(self) -> bool:
+        """Whether testing services must be reached through their instruments."""
+        return self.instrument_id is not None or self.category is not None
+
+
+def _conditions(scope: ReportScope, filters: ReportFilter, *, instruments: bool) -> list[Any]:
+    """WHERE conditions on facility (and, with ``instruments``, instrument) columns."""
+    conditions: list[Any] = []
+    if scope.facility_ids is not None:
+        conditions.append(col(Facility.id).in_(sorted(scope.facility_ids)))
+    for column, value in (
+        (Facility.id, filters.facility_id),
+        (Facility.organisation_id, filters.organisation_id),
+        (Facility.cluster, filters.cluster),
+        (Facility.district, filters.district),
+    ):
+        if value is not None:
+            conditions.append(col(column) == value)
+    if instruments:
+        if filters.instrument_id is not None:
+            conditions.append(col(Instrument.id) == filters.instrument_id)
+        if filters.category is not None:
+            conditions.append(col(Instrument.category) == filters.category)
+    return conditions
+
+
+def check_filters_visible(session: Session, scope: ReportScope, filters: ReportFilter) -> None:
+    """A filter naming an instrument or facility the caller may not read is a 404 (as if it
+    did not exist); one naming nothing that exists is a 404 too."""
+    if filters.instrument_id is not None:
+        facility_id = session.execute(
+            sa.select(col(Instrument.facility_id)).where(
+                col(Instrument.id) == filters.instrument_id
+            )
+        ).scalar()
+        if facility_id is None or not scope.sees(facility_id):
+            raise NotFound("Instrument")
+    if filters.facility_id is not None and (
+        session.get(Facility, filters.facility_id) is None or not scope.sees(filters.facility_id)
+    ):
+        raise NotFound("Facility")
+
+
+def _group_column(group_by: GroupBy) -> Any:
+    return {
+        GroupBy.INSTRUMENT: col(Instrument.id),
+        # The instrument's column, not the facility's: an index orders instruments by it.
+        GroupBy.FACILITY: col(Instrument.facility_id),
+        GroupBy.ORGANISATION: col(Facility.organisation_id),
+        GroupBy.CATEGORY: col(Instrument.category),
+        GroupBy.CLUSTER: col(Facility.cluster),
+        GroupBy.DISTRICT: col(Facility.district),
+    }[group_by]
+
+
+def _bucket_table(buckets: Sequence[Bucket], zone: ZoneInfo) -> Any:
+    """The buckets as a small derived table: index, UTC bounds and local-date bounds."""
+    selects = []
+    for index, bucket in enumerate(buckets):
+        start, end = bucket.utc_range(zone)
+        selects.append(
+            sa.select(
+                sa.literal(index, sa.Integer).label("idx"),
+                sa.literal(start, UTCDateTime()).label("b_start"),
+                sa.literal(end, UTCDateTime()).label("b_end"),
+                sa.literal(bucket.start, sa.Date).label("d_start"),
+                sa.literal(bucket.end, sa.Date).label("d_end"),
+            )
+        )
+    union = selects[0] if len(selects) == 1 else sa.union_all(*selects)
+    return union.subquery("bucket")
+
+
+# --- Figures ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Sums:
+    """The additive figures of one group and bucket; ratios are derived from them."""
+
+    instruments: int = 0
+    large_instruments: int = 0
+    opening_hours: float = 0.0
+    outage_hours: float = 0.0
+    available_hours: float = 0.0
+    rated_hours: float = 0.0
+    booked_hours: float = 0.0
+    effective_hours: float = 0.0
+    external_hours: float = 0.0
+    training_hours: float = 0.0
+    maintenance_hours: float = 0.0
+    usage_records: int = 0
+    bookings: int = 0
+    completed: int = 0
+    no_shows: int = 0
+    late_cancellations: int = 0
+    samples_accepted: int = 0
+    sample_capacity: int = 0
+    reports_issued: int = 0
+
+    def add(self, other: Sums) -> None:
+        for name in ADDITIVE:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def figures(self, turnaround_days: float | None) -> dict[str, Any]:
+        """The sums (hours to 0.01 h) and the derived ratios (to 0.0001)."""
+        data: dict[str, Any] = {
+            name: round(value, 2) if isinstance(value, float) else value
+            for name, value in asdict(self).items()
+        }
+        derived = {
+            "utilization": ratio(self.effective_hours, self.rated_hours),
+            "occupancy": ratio(self.booked_hours, self.available_hours),
+            "sharing_rate": ratio(self.external_hours, self.effective_hours),
+            "no_show_rate": ratio(self.no_shows, self.completed + self.no_shows),
+            "late_cancel_rate": ratio(
+                self.late_cancellations, self.completed + self.no_shows + self.late_cancellations
+            ),
+            "testing_capacity_use": ratio(self.samples_accepted, self.sample_capacity),
+        }
+        data |= {name: None if v is None else round(v, 4) for name, v in derived.items()}
+        data["turnaround_days"] = None if turnaround_days is None else round(turnaround_days, 2)
+        return data
+
+
+ADDITIVE = tuple(f.name for f in fields(Sums))
+# Columns of every row, in the order exports show them (after the group's own columns).
+FIGURES = (
+    "instruments",
+    "large_instruments",
+    "available_hours",
+    "outage_hours",
+    "rated_hours",
+    "booked_hours",
+    "effective_hours",
+    "external_hours",
+    "training_hours",
+    "maintenance_hours",
+    "utilization",
+    "occupancy",
+    "sharing_rate",
+    "bookings",
+    "completed",
+    "no_shows",
+    "late_cancellations",
+    "no_show_rate",
+    "late_cancel_rate",
+    "samples_accepted",
+    "sample_capacity",
+    "testing_capacity_use",
+    "reports_issued",
+    "turnaround_days",
+)
+
+
+@dataclass(frozen=True)
+class GroupLabel:
+    key: str
+    name: str
+    name_en: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "name": self.name, "name_en": self.name_en, **self.details}
+
+
+@dataclass
+class UtilizationReport:
+    """A report: one row per group and bucket, per group, per bucket, and the totals."""
+
+    start: date
+    end: date
+    group_by: GroupBy
+    period: PeriodKind
+    buckets: list[Bucket]
+    labels: dict[str, GroupLabel]
+    cells: dict[tuple[str, int], Sums]
+    per_group: dict[str, Sums]
+    per_bucket: dict[int, Sums]
+    total: Sums
+    turnaround: dict[tuple[str | None, int | None], float]
+
+    @property
+    def group_keys(self) -> list[str]:
+        return sorted(self.labels, key=lambda k: (self.labels[k].name, k))
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Group × bucket rows, groups by name, buckets in time order (exports stream these)."""
+        for key in self.group_keys:
+            for index, bucket in enumerate(self.buckets):
+                sums = self.cells.get((key, index)) or self.empty_cell(key)
+                yield {
+                    **self.labels[key].as_dict(),
+                    "period": bucket.label,
+                    **sums.figures(self.turnaround.get((key, index))),
+                }
+
+    def empty_cell(self, key: str) -> Sums:
+        group = self.per_group.get(key, Sums())
+        return Sums(instruments=group.instruments, large_instruments=group.large_instruments)
+
+    def groups(self) -> list[dict[str, Any]]:
+        """Each group over the whole period."""
+        return [
+            {
+                **self.labels[key].as_dict(),
+                **self.per_group.get(key, Sums()).figures(self.turnaround.get((key, None))),
+            }
+            for key in self.group_keys
+        ]
+
+    def series(self) -> list[dict[str, Any]]:
+        """All groups together, bucket by bucket (the trend)."""
+        return [
+            {
+                "period": bucket.label,
+                "from": bucket.start.isoformat(),
+                "to": bucket.end.isoformat(),
+                **self.per_bucket.get(index, Sums()).figures(self.turnaround.get((None, index))),
+            }
+            for index, bucket in enumerate(self.buckets)
+        ]
+
+    def totals(self) -> dict[str, Any]:
+        return self.total.figures(self.turnaround.get((None, None)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.start.isoformat(),
+            "to": self.end.isoformat(),
+            "group_by": self.group_by.value,
+            "period": self.period.value,
+            "periods": [b.label for b in self.buckets],
+            "rows": list(self.rows()),
+            "groups": self.groups(),
+            "series": self.series(),
+            "totals": self.totals(),
+            "definitions": rules.definitions(),
+        }
+
+
+@dataclass(frozen=True)
+class _InstrumentFacts:
+    instrument_id: int
+    facility_id: int
+    key: str
+    in_service: date
+    rated_annual_hours: int
+    is_large: bool
+
+
+def _label_key(value: Any) -> str:
+    return str(value.value if hasattr(value, "value") else value)
+
+
+def _instruments(
+    session: Session,
+    *,
+    group_by: GroupBy,
+    scope: ReportScope,
+    filters: ReportFilter,
+    zone: ZoneInfo,
+) -> tuple[list[_InstrumentFacts], dict[str, GroupLabel]]:
+    """The instruments in the report (one query) and the labels of their groups."""
+    rows = session.execute(
+        sa.select(
+            col(Instrument.id),
+            col(Instrument.asset_code),
+            col(Instrument.name),
+            col(Instrument.name_en),
+            col(Instrument.category),
+            col(Instrument.is_large),
+            col(Instrument.purchase_value_fen),
+            col(Instrument.purchase_date),
+            col(Instrument.created_at),
+            col(Instrument.rated_annual_hours),
+            col(Instrument.status),
+            col(Facility.id).label("facility_id"),
+            col(Facility.name).label("facility_name"),
+            col(Facility.name_en).label("facility_name_en"),
+            col(Facility.organisation_id),
+            col(Facility.cluster),
+            col(Facility.district),
+            col(Organisation.name).label("organisation_name"),
+            col(Organisation.name_en).label("organisation_name_en"),
+        )
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .join(Organisation, col(Organisation.id) == Facility.organisation_id)
+        .where(*_conditions(scope, filters, instruments=True))
+        .order_by(col(Instrument.id))
+    ).mappings()
+    facts: list[_InstrumentFacts] = []
+    labels: dict[str, GroupLabel] = {}
+    for row in rows:
+        label = _group_label(group_by, row)
+        labels.setdefault(label.key, label)
+        facts.append(
+            _InstrumentFacts(
+                instrument_id=row["id"],
+                facility_id=row["facility_id"],
+                key=label.key,
+                in_service=rules.in_service_date(row["purchase_date"], row["created_at"], zone),
+                rated_annual_hours=row["rated_annual_hours"],
+                is_large=bool(row["is_large"]),
+            )
+        )
+    return facts, labels
+
+
+def _group_label(group_by: GroupBy, row: Any) -> GroupLabel:
+    if group_by is GroupBy.INSTRUMENT:
+        return GroupLabel(
+            str(row["id"]),
+            row["name"],
+            row["name_en"] or "",
+            {
+                "instrument_id": row["id"],
+                "asset_code": row["asset_code"],
+                "facility_id": row["facility_id"],
+                "facility_name": row["facility_name"],
+                "category": _label_key(row["category"]),
+                "is_large": bool(row["is_large"]),
+                "purchase_value_yuan": None
+                if row["purchase_value_fen"] is None
+                else row["purchase_value_fen"] // 100,
+                "status": _label_key(row["status"]),
+            },
+        )
+    if group_by is GroupBy.FACILITY:
+        return GroupLabel(
+            str(row["facility_id"]),
+            row["facility_name"],
+            row["facility_name_en"] or "",
+            {
+                "facility_id": row["facility_id"],
+                "organisation_id": row["organisation_id"],
+                "cluster": _label_key(row["cluster"]),
+                "district": row["district"],
+            },
+        )
+    if group_by is GroupBy.ORGANISATION:
+        return GroupLabel(
+            str(row["organisation_id"]),
+            row["organisation_name"],
+            row["organisation_name_en"] or "",
+            {"organisation_id": row["organisation_id"]},
+        )
+    if group_by is GroupBy.CATEGORY:
+        category = Category(row["category"])
+        zh, en = CATEGORY_NAMES[category]
+        return GroupLabel(category.value, zh, en, {"category": category.value})
+    if group_by is GroupBy.CLUSTER:
+        cluster = Cluster(row["cluster"])
+        zh, en = CLUSTER_NAMES[cluster]
+        return GroupLabel(cluster.value, zh, en, {"cluster": cluster.value})
+    return GroupLabel(row["district"], row["district"], "", {"district": row["district"]})
+
+
+def _facility_calendars(
+    session: Session, facility_rows: Sequence[tuple[int, str, bool]]
+) -> dict[int, FacilityCalendar]:
+    """Weekly hours and closures of facilities (id, zone, opens on holidays): two queries."""
+    ids = [row[0] for row in facility_rows]
+    weekly: dict[int, dict[int, list[tuple[int, int]]]] = {f: {} for f in ids}
+    closed: dict[int, list[tuple[date, date]]] = {f: [] for f in ids}
+    if ids:
+        for facility_id, weekday, opens, closes in session.execute(
+            sa.select(
+                col(OpeningSpan.facility_id),
+                col(OpeningSpan.weekday),
+                col(OpeningSpan.start_minute),
+                col(OpeningSpan.end_minute),
+            )
+            .where(col(OpeningSpan.facility_id).in_(ids))
+            .order_by(col(OpeningSpan.start_minute))
+        ):
+            weekly[facility_id].setdefault(weekday, []).append((opens, closes))
+        for facility_id, closed_from, closed_to in session.execute(
+            sa.select(
+                col(FacilityClosure.facility_id),
+                col(FacilityClosure.start_date),
+                col(FacilityClosure.end_date),
+            ).where(col(FacilityClosure.facility_id).in_(ids))
+        ):
+            closed[facility_id].append((closed_from, closed_to))
+    return {
+        facility_id: FacilityCalendar(
+            zone=ZoneInfo(zone),
+            opens_on_holidays=opens_on_holidays,
+            weekly_hours=weekly[facility_id],
+            closed_dates=tuple(closed[facility_id]),
+        )
+        for facility_id, zone, opens_on_holidays in facility_rows
+    }
+
+
+@dataclass
+class _Availability:
+    """Per facility: its opening time over the whole period, and the outages in it."""
+
+    opening: dict[int, OpenTime]
+    facility_outages: dict[int, list[Interval]]
+    instrument_outages: dict[int, list[Interval]]
+
+    def facility_open(self, facility_id: int) -> OpenTime:
+        """Opening time minus facility-wide outages (for open days of testing services)."""
+        holes = self.facility_outages.get(facility_id)
+        opening = self.opening[facility_id]
+        if not holes:
+            return opening
+        return OpenTime.of(catalogue_rules.subtract(list(opening.intervals), holes))
+
+
+def _availability(
+    session: Session, facility_ids: Sequence[int], start: datetime, end: datetime
+) -> _Availability:
+    """Opening time of each facility over ``[start, end)`` and the outages overlapping it."""
+    facility_rows = [
+        (row[0], row[1], bool(row[2]))
+        for row in session.execute(
+            sa.select(col(Facility.id), col(Facility.timezone), col(Facility.opens_on_holidays))
+            .where(col(Facility.id).in_(list(facility_ids)))
+            .order_by(col(Facility.id))
+        )
+    ]
+    calendars = _facility_calendars(session, facility_rows)
+    # Facilities with the same week, zone, holiday choice and closures share one expansion.
+    expanded: dict[tuple[Any, ...], OpenTime] = {}
+    opening = {}
+    for facility_id, calendar in calendars.items():
+        same = (
+            calendar.zone.key,
+            calendar.opens_on_holidays,
+            tuple(sorted((day, tuple(spans)) for day, spans in calendar.weekly_hours.items())),
+            tuple(sorted(calendar.closed_dates)),
+        )
+        if same not in expanded:
+            expanded[same] = OpenTime.of(
+                catalogue_rules.open_intervals(
+                    start,
+                    end,
+                    zone=calendar.zone,
+                    weekly_hours=calendar.weekly_hours,
+                    day_kind=holidays.day_kind,
+                    opens_on_holidays=calendar.opens_on_holidays,
+                    closed_dates=calendar.closed_dates,
+                )
+            )
+        opening[facility_id] = expanded[same]
+    facility_outages: dict[int, list[Interval]] = defaultdict(list)
+    instrument_outages: dict[int, list[Interval]] = defaultdict(list)
+    if facility_ids:
+        for facility_id, instrument_id, outage_start, outage_end in session.execute(
+            sa.select(
+                col(Outage.facility_id),
+                col(Outage.instrument_id),
+                col(Outage.start_at),
+                col(Outage.end_at),
+            ).where(
+                col(Outage.facility_id).in_(list(facility_ids)),
+                col(Outage.end_at) > start,
+                col(Outage.start_at) < end,
+            )
+        ):
+            if instrument_id is None:
+                facility_outages[facility_id].append((outage_start, outage_end))
+            else:
+                instrument_outages[instrument_id].append((outage_start, outage_end))
+    return _Availability(opening, facility_outages, instrument_outages)
+
+
+def _calendar_figures(
+    instruments: Sequence[_InstrumentFacts],
+    availability: _Availability,
+    buckets: Sequence[Bucket],
+    zone: ZoneInfo,
+    cells: dict[tuple[str, int], Sums],
+) -> None:
+    """Opening, outage, available and rated hours: per instrument and bucket from the
+    facility's running totals (no booking or usage row is read here)."""
+    ranges = [bucket.utc_range(zone) for bucket in buckets]
+    for instrument in instruments:
+        opening = availability.opening[instrument.facility_id]
+        holes = availability.instrument_outages.get(
+            instrument.instrument_id, []
+        ) + availability.facility_outages.get(instrument.facility_id, [])
+        in_service_at = local_midnight(instrument.in_service, zone)
+        for index, (bucket, (bucket_start, bucket_end)) in enumerate(
+            zip(buckets, ranges, strict=True)
+        ):
+            cell = cells[(instrument.key, index)]
+            counted_from = max(bucket_start, in_service_at)
+            open_hours = opening.hours(counted_from, bucket_end)
+            outage_hours = (
+                opening.hours_within(holes, counted_from, bucket_end) if holes and open_hours else 0
+            )
+            cell.opening_hours += open_hours
+            cell.outage_hours += outage_hours
+            cell.available_hours += open_hours - outage_hours
+            cell.rated_hours += rules.rated_hours(
+                instrument.rated_annual_hours, bucket.start, bucket.end, instrument.in_service
+            )
+
+
+def _bucket_join(query: Any, bucket_table: Any | None, start_column: Any, end_column: Any) -> Any:
+    """Join the buckets an interval overlaps; with one bucket there is nothing to join."""
+    if bucket_table is None:
+        return query
+    return query.join(
+        bucket_table,
+        sa.and_(start_column < bucket_table.c.b_end, end_column > bucket_table.c.b_start),
+    )
+
+
+def _bucket_columns(bucket_table: Any | None, start: datetime, end: datetime) -> tuple[Any, ...]:
+    """The bucket index and bounds: columns of the joined buckets, or the period's own."""
+    if bucket_table is None:
+        return (
+            sa.literal(0, sa.Integer),
+            sa.literal(start, UTCDateTime()),
+            sa.literal(end, UTCDateTime()),
+        )
+    return bucket_table.c.idx, bucket_table.c.b_start, bucket_table.c.b_end
+
+
+def _bucket_grouping(bucket_table: Any | None) -> tuple[Any, ...]:
+    # With one bucket only the group: rows that arrive in the group's order need no sort.
+    return () if bucket_table is None else (bucket_table.c.idx,)
+
+
+def _usage_figures(
+    session: Session,
+    group_column: Any,
+    conditions: list[Any],
+    bucket_table: Any | None,
+    start: datetime,
+    end: datetime,
+    cells: dict[tuple[str, int], Sums],
+) -> None:
+    """Effective, external, training and maintenance hours: one GROUP BY over usage records.
+
+    Each record's clipped duration is computed once for the total and again only for the
+    records that are training, maintenance or external (the minority): effective hours are
+    the total less training and maintenance."""
+    usage = UsageRecord.__table__.c  # type: ignore[attr-defined]
+    index, bucket_start, bucket_end = _bucket_columns(bucket_table, start, end)
+    clipped = _clipped_hours(usage.started_at, usage.ended_at, bucket_start, bucket_end)
+    not_effective = [UsageKind.TRAINING.value, UsageKind.MAINTENANCE.value]
+    external = sa.and_(
+        usage.kind.not_in(not_effective),
+        sa.or_(
+            usage.organisation_id.is_(None), usage.organisation_id != col(Facility.organisation_id)
+        ),
+    )
+    query = sa.select(
+        index.label("idx"),
+        group_column.label("key"),
+        sa.func.sum(clipped).label("total"),
+        sa.func.sum(sa.case((external, clipped), else_=0.0)).label("external"),
+        sa.func.sum(sa.case((usage.kind == UsageKind.TRAINING.value, clipped), else_=0.0)).label(
+            "training"
+        ),
+        sa.func.sum(sa.case((usage.kind == UsageKind.MAINTENANCE.value, clipped), else_=0.0)).label(
+            "maintenance"
+        ),
+        sa.func.count().label("records"),
+    ).select_from(
+        Instrument.__table__.join(  # type: ignore[attr-defined]
+            Facility.__table__,  # type: ignore[attr-defined]
+            col(Facility.id) == Instrument.facility_id,
+        ).join(
+            UsageRecord.__table__,  # type: ignore[attr-defined]
+            usage.instrument_id == col(Instrument.id),
+        )
+    )
+    query = (
+        _bucket_join(query, bucket_table, usage.started_at, usage.ended_at)
+        .where(usage.started_at < end, usage.ended_at > start, *conditions)
+        .group_by(*_bucket_grouping(bucket_table), group_column)
+    )
+    for bucket_index, key, total, external_hours, training, maintenance, records in session.execute(
+        query
+    ):
+        cell = cells[(_label_key(key), bucket_index)]
+        cell.effective_hours += (total or 0.0) - (training or 0.0) - (maintenance or 0.0)
+        cell.external_hours += external_hours or 0.0
+        cell.training_hours += training or 0.0
+        cell.maintenance_hours += maintenance or 0.0
+        cell.usage_records += records
+
+
+def _booking_figures(
+    session: Session,
+    group_column: Any,
+    conditions: list[Any],
+    bucket_table: Any | None,
+    start: datetime,
+    end: datetime,
+    cells: dict[tuple[str, int], Sums],
+) -> None:
+    """Booked hours and the counts behind the no-show and late-cancel rates: one GROUP BY."""
+    booking = Booking.__table__.c  # type: ignore[attr-defined]
+    index, bucket_start, bucket_end = _bucket_columns(bucket_table, start, end)
+    starts_here = [booking.start_at >= bucket_start, booking.start_at < bucket_end]
+
+    def count(*condition: Any) -> Any:
+        # The status first: most rows fail it at once.
+        return sa.func.sum(sa.case((sa.and_(*condition, *starts_here), 1), else_=0))
+
+    query = sa.select(
+        index.label("idx"),
+        group_column.label("key"),
+        sa.func.sum(
+            sa.case(
+                (
+                    booking.status.in_([s.value for s in BOOKED_STATUSES]),
+                    _clipped_hours(booking.start_at, booking.end_at, bucket_start, bucket_end),
+                ),
+                else_=0.0,
+            )
+        ).label("booked"),
+        count(booking.status.in_([s.value for s in MADE_STATUSES])).label("made"),
+        count(booking.status == BookingStatus.COMPLETED.value).label("completed"),
+        count(booking.status == BookingStatus.NO_SHOW.value).label("no_shows"),
+        # A move cancels the old booking with replaced_by_id: not a cancellation here.
+        count(
+            booking.status == BookingStatus.CANCELLED.value,
+            booking.late_cancellation.is_(True),
+            booking.replaced_by_id.is_(None),
+        ).label("late"),
+    ).select_from(
+        Instrument.__table__.join(  # type: ignore[attr-defined]
+            Facility.__table__,  # type: ignore[attr-defined]
+            col(Facility.id) == Instrument.facility_id,
+        ).join(
+            Booking.__table__,  # type: ignore[attr-defined]
+            booking.instrument_id == col(Instrument.id),
+        )
+    )
+    query = (
+        _bucket_join(query, bucket_table, booking.start_at, booking.end_at)
+        .where(
+            booking.start_at < end,
+            booking.end_at > start,
+            booking.status.in_([s.value for s in (*MADE_STATUSES, BookingStatus.CANCELLED)]),
+            *conditions,
+        )
+        .group_by(*_bucket_grouping(bucket_table), group_column)
+    )
+    for bucket_index, key, booked, made, completed, no_shows, late in session.execute(query):
+        cell = cells[(_label_key(key), bucket_index)]
+        cell.booked_hours += booked or 0.0
+        cell.bookings += made or 0
+        cell.completed += completed or 0
+        cell.no_shows += no_shows or 0
+        cell.late_cancellations += late or 0
+
+
+def _service_pairs(group_by: GroupBy, scope: ReportScope, filters: ReportFilter) -> Any:
+    """(testing service, group key) pairs: through linked instruments when the grouping or
+    the filter is about instruments, else through the service's facility."""
+    group_column = _group_column(group_by)
+    if group_by in (GroupBy.INSTRUMENT, GroupBy.CATEGORY) or filters.by_instrument:
+        return (
+            sa.select(
+                col(TestingServiceInstrument.testing_service_id).label("service_id"),
+                group_column.label("key"),
+            )
+            .join(Instrument, col(Instrument.id) == TestingServiceInstrument.instrument_id)
+            .join(Facility, col(Facility.id) == Instrument.facility_id)
+            .where(*_conditions(scope, filters, instruments=True))
+            .distinct()
+            .subquery("service_group")
+        )
+    if group_by is GroupBy.FACILITY:
+        group_column = col(Facility.id)
+    return (
+        sa.select(col(TestingService.id).label("service_id"), group_column.label("key"))
+        .join(Facility, col(Facility.id) == TestingService.facility_id)
+        .where(*_conditions(scope, filters, instruments=False))
+        .subquery("service_group")
+    )
+
+
+def _testing_figures(
+    session: Session,
+    pairs: Any,
+    bucket_table: Any,
+    buckets: Sequence[Bucket],
+    availability_of: Any,
+    zone: ZoneInfo,
+    cells: dict[tuple[str, int], Sums],
+) -> None:
+    """Samples accepted (one GROUP BY) against daily capacity × open days of each service."""
+    capacity = ServiceCapacityDay.__table__.c  # type: ignore[attr-defined]
+    bucket = bucket_table.c
+    accepted_query = (
+        sa.select(
+            pairs.c.key,
+            bucket.idx,
+            capacity.testing_service_id,
+            sa.func.sum(capacity.accepted_samples).label("accepted"),
+        )
+        .select_from(ServiceCapacityDay.__table__)  # type: ignore[attr-defined]
+        .join(pairs, pairs.c.service_id == capacity.testing_service_id)
+        .join(bucket_table, sa.and_(capacity.day >= bucket.d_start, capacity.day < bucket.d_end))
+        .group_by(pairs.c.key, bucket.idx, capacity.testing_service_id)
+    )
+    used_services: set[int] = set()
+    for key, index, service_id, accepted in session.execute(accepted_query):
+        cells[(_label_key(key), index)].samples_accepted += accepted or 0
+        if accepted:
+            used_services.add(service_id)
+    # Capacity: active services, and inactive ones that still accepted samples in the period.
+    services = session.execute(
+        sa.select(
+            pairs.c.key,
+            col(TestingService.id),
+            col(TestingService.facility_id),
+            col(TestingService.daily_sample_capacity),
+            col(TestingService.is_active),
+        ).join(TestingService, col(TestingService.id) == pairs.c.service_id)
+    ).all()
+    wanted = [row for row in services if row[4] or row[1] in used_services]
+    if not wanted:
+        return
+    open_time = availability_of(sorted({row[2] for row in wanted}))
+    dates_of: dict[int, list[date]] = {}
+    shared: dict[int, list[date]] = {}  # facilities sharing one expansion share its days
+    for facility_id, facility_open in open_time.items():
+        if id(facility_open) not in shared:
+            shared[id(facility_open)] = facility_open.open_dates(zone)
+        dates_of[facility_id] = shared[id(facility_open)]
+    for key, _, facility_id, daily_capacity, _ in wanted:
+        for index, bucket_ in enumerate(buckets):
+            open_days = rules.count_between(dates_of[facility_id], bucket_.start, bucket_.end)
+            cells[(_label_key(key), index)].sample_capacity += daily_capacity * open_days
+
+
+def _turnaround_medians(
+    session: Session,
+    pairs: Any,
+    bucket_table: Any,
+    start: datetime,
+    end: datetime,
+    cells: dict[tuple[str, int], Sums],
+) -> dict[tuple[str | None, int | None], float]:
+    """Median days from submission to report, per group and bucket, group, bucket and in all.
+
+    Window functions (ROW_NUMBER and COUNT over a partition) pick the middle one or two values:
+    the same SQL on SQLite, which has no median, and PostgreSQL."""
+    request = ServiceRequest.__table__.c  # type: ignore[attr-defined]
+    bucket = bucket_table.c
+    days = (hours_between(request.submitted_at, request.reported_at) / 24.0).label("days")
+    base = (
+        sa.select(pairs.c.key, bucket.idx, days, request.id.label("request_id"))
+        .select_from(ServiceRequest.__table__)  # type: ignore[attr-defined]
+        .join(pairs, pairs.c.service_id == request.testing_service_id)
+        .join(
+            bucket_table,
+            sa.and_(request.reported_at >= bucket.b_start, request.reported_at < bucket.b_end),
+        )
+        .where(
+            request.reported_at.is_not(None),
+            request.reported_at >= start,
+            request.reported_at < end,
+        )
+        .subquery("reported")
+    )
+    medians: dict[tuple[str | None, int | None], float] = {}
+    for by_key, by_bucket in ((True, True), (True, False), (False, True), (False, False)):
+        partition = [c for c, wanted in ((base.c.key, by_key), (base.c.idx, by_bucket)) if wanted]
+        source = base
+        if not by_key:
+            # One request linked through two instruments counts once in the totals.
+            source = (
+                sa.select(base.c.idx, base.c.request_id, sa.func.min(base.c.days).label("days"))
+                .group_by(base.c.idx, base.c.request_id)
+                .subquery("reported_once")
+            )
+            partition = [source.c.idx] if by_bucket else []
+        ranked = sa.select(
+            *partition,
+            source.c.days,
+            sa.func.row_number()
+            .over(partition_by=partition or None, order_by=source.c.days)
+            .label("position"),
+            sa.func.count().over(partition_by=partition or None).label("n"),
+        ).subquery("ranked")
+        keys = [ranked.c[c.name] for c in partition]
+        query = (
+            sa.select(*keys, sa.func.avg(ranked.c.days), sa.func.max(ranked.c.n))
+            # The middle one (odd count) or two (even count): integer division.
+            .where(ranked.c.position.in_([(ranked.c.n + 1) // 2, (ranked.c.n + 2) // 2]))
+            .group_by(*keys)
+        )
+        for row in session.execute(query):
+            *names, median, count = row
+            key = _label_key(names.pop(0)) if by_key else None
+            index = names.pop(0) if by_bucket else None
+            medians[(key, index)] = float(median)
+            if by_key and by_bucket:
+                cells[(key or "", index or 0)].reports_issued += int(count)
+    return medians
+
+
+def utilization_report(
+    session: Session,
+    *,
+    start: date,
+    end: date,
+    group_by: GroupBy,
+    period: PeriodKind,
+    scope: ReportScope,
+    zone: ZoneInfo,
+    filters: ReportFilter | None = None,
+) -> UtilizationReport:
+    """Every metric of DESIGN.md for ``[start, end)`` (local dates in ``zone``), grouped by
+    ``group_by``, per ``period``; only the facilities in ``scope``.
+
+    A fixed number of queries (about a dozen) whatever the number of instruments or rows.
+    Raises 422 for a bad period, 404 for a filter naming what the caller may not see.
+    """
+    rules_problems = rules.period_problems(start, end)
+    if rules_problems:
+        raise RuleViolation(rules_problems)
+    filters = filters or ReportFilter()
+    check_filters_visible(session, scope, filters)
+    buckets = rules.buckets(start, end, period)
+    utc_start, utc_end = local_midnight(start, zone), local_midnight(end, zone)
+    group_column = _group_column(group_by)
+    conditions = _conditions(scope, filters, instruments=True)
+    bucket_table = _bucket_table(buckets, zone)
+    # One bucket: clip to the period itself, without joining a one-row table.
+    interval_buckets = bucket_table if len(buckets) > 1 else None
+
+    instruments, labels = _instruments(
+        session, group_by=group_by, scope=scope, filters=filters, zone=zone
+    )
+    cells: dict[tuple[str, int], Sums] = defaultdict(Sums)
+    availability = _availability(
+        session, sorted({i.facility_id for i in instruments}), utc_start, utc_end
+    )
+    _calendar_figures(instruments, availability, buckets, zone, cells)
+    _usage_figures(session, group_column, conditions, interval_buckets, utc_start, utc_end, cells)
+    _booking_figures(session, group_column, conditions, interval_buckets, utc_start, utc_end, cells)
+
+    pairs = _service_pairs(group_by, scope, filters)
+
+    def facility_open_time(facility_ids: list[int]) -> dict[int, OpenTime]:
+        missing = [f for f in facility_ids if f not in availability.opening]
+        if missing:
+            extra = _availability(session, missing, utc_start, utc_end)
+            availability.opening.update(extra.opening)
+            availability.facility_outages.update(extra.facility_outages)
+        return {f: availability.facility_open(f) for f in facility_ids}
+
+    _testing_figures(session, pairs, bucket_table, buckets, facility_open_time, zone, cells)
+    turnaround = _turnaround_medians(session, pairs, bucket_table, utc_start, utc_end, cells)
+    if group_by not in (GroupBy.INSTRUMENT, GroupBy.CATEGORY):
+        _add_facility_labels(session, group_by, scope, filters, labels, cells)
+
+    per_group: dict[str, Sums] = defaultdict(Sums)
+    per_bucket: dict[int, Sums] = defaultdict(Sums)
+    total = Sums()
+    for (key, index), sums in cells.items():
+        per_group[key].add(sums)
+        per_bucket[index].add(sums)
+        total.add(sums)
+    # Instrument counts are a head count, not summed over buckets.
+    for group in per_group.values():
+        group.instruments = group.large_instruments = 0
+    for bucket_sums in per_bucket.values():
+        bucket_sums.instruments = bucket_sums.large_instruments = 0
+    total.instruments = len(instruments)
+    total.large_instruments = sum(1 for i in instruments if i.is_large)
+    for instrument in instruments:
+        per_group[instrument.key].instruments += 1
+        per_group[instrument.key].large_instruments += int(instrument.is_large)
+    for index in range(len(buckets)):
+        per_bucket[index].instruments = total.instruments
+        per_bucket[index].large_instruments = total.large_instruments
+    for (key, _), sums in cells.items():
+        sums.instruments = per_group[key].instruments
+        sums.large_instruments = per_group[key].large_instruments
+    for key in list(per_group):
+        labels.setdefault(key, GroupLabel(key, key, ""))
+    return UtilizationReport(
+        start=start,
+        end=end,
+        group_by=group_by,
+        period=period,
+        buckets=buckets,
+        labels=labels,
+        cells=dict(cells),
+        per_group=dict(per_group),
+        per_bucket=dict(per_bucket),
+        total=total,
+        turnaround=turnaround,
+    )
+
+
+def _add_facility_labels(
+    session: Session,
+    group_by: GroupBy,
+    scope: ReportScope,
+    filters: ReportFilter,
+    labels: dict[str, GroupLabel],
+    cells: dict[tuple[str, int], Sums],
+) -> None:
+    """Labels of groups that only testing services reached (a facility without instruments)."""
+    keys = {key for key, _ in cells} - set(labels)
+    if not keys:
+        return
+    for row in session.execute(
+        sa.select(
+            col(Facility.id).label("facility_id"),
+            col(Facility.name).label("facility_name"),
+            col(Facility.name_en).label("facility_name_en"),
+            col(Facility.organisation_id),
+            col(Facility.cluster),
+            col(Facility.district),
+            col(Organisation.name).label("organisation_name"),
+            col(Organisation.name_en).label("organisation_name_en"),
+        )
+        .join(Organisation, col(Organisation.id) == Facility.organisation_id)
+        .where(*_conditions(scope, filters, instruments=False))
+    ).mappings():
+        label = _group_label(group_by, row)
+        if label.key in keys:
+            labels.setdefault(label.key, label)
+
+
+# --- Low use ---------------------------------------------------------------------------------
+
+
+def low_use_instruments(
+    session: Session,
+    *,
+    start: date,
+    end: date,
+    scope: ReportScope,
+    zone: ZoneInfo,
+    low_use: LowUseRules | None = None,
+    filters: ReportFilter | None = None,
+) -> list[dict[str, Any]]:
+    """Instruments (not retired) whose utilization is below the threshold in ``[start, end)``,
+    lowest first, each with its figures, its reasons and whether it is a large instrument."""
+    low_use = low_use or LowUseRules()
+    if problems := low_use.problems():
+        raise RuleViolation(problems)
+    report = utilization_report(
+        session,
+        start=start,
+        end=end,
+        group_by=GroupBy.INSTRUMENT,
+        period=PeriodKind.YEAR,
+        scope=scope,
+        zone=zone,
+        filters=filters,
+    )
+    days = (end - start).days
+    found = []
+    for group in report.groups():
+        if group["status"] == InstrumentStatus.RETIRED.value:
+            continue
+        if not rules.is_low_use(group["utilization"], low_use):
+            continue
+        sums = report.per_group[group["key"]]
+        reasons = rules.low_use_reasons(
+            LowUseFacts(
+                utilization=group["utilization"],
+                opening_hours=sums.opening_hours,
+                outage_hours=sums.outage_hours,
+                bookings=sums.bookings,
+                no_shows=sums.no_shows,
+                completed=sums.completed,
+                period_days=days,
+            ),
+            low_use,
+        )
+        found.append(group | {"reasons": reasons, "threshold": low_use.threshold})
+    found.sort(key=lambda item: (item["utilization"], item["name"]))
+    return found
+
+
+# --- Usage-record export ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageExportHeader:
+    instrument_id: int
+    asset_code: str
+    instrument_name: str
+    facility_name: str
+    organisation_name: str
+    zone: ZoneInfo
+
+
+def usage_export_header(
+    session: Session, *, instrument_id: int, scope: ReportScope
+) -> UsageExportHeader:
+    """The instrument an export is about; 404 when the caller may not read its facility."""
+    row = session.execute(
+        sa.select(
+            col(Instrument.id),
+            col(Instrument.asset_code),
+            col(Instrument.name),
+            col(Facility.id),
+            col(Facility.name),
+            col(Facility.timezone),
+            col(Organisation.name),
+        )
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .join(Organisation, col(Organisation.id) == Facility.organisation_id)
+        .where(col(Instrument.id) == instrument_id)
+    ).first()
+    if row is None or not scope.sees(row[3]):
+        raise NotFound("Instrument")
+    return UsageExportHeader(row[0], row[1], row[2], row[4], row[6], ZoneInfo(row[5]))
+
+
+def usage_export_rows(
+    session: Session,
+    *,
+    instrument_id: int,
+    start: datetime,
+    end: datetime,
+    batch_size: int = 2000,
+) -> Iterator[Any]:
+    """The instrument's usage records that started in ``[start, end)``, oldest first, each with
+    its user, the user's organisation then, whether internal, and the booking's purpose.
+
+    Streamed in batches from the database (constant memory however many there are)."""
+    usage = UsageRecord.__table__.c  # type: ignore[attr-defined]
+    user_organisation = sa.orm.aliased(Organisation, name="user_organisation")
+    query = (
+        sa.select(
+            usage.id,
+            usage.started_at,
+            usage.ended_at,
+            usage.samples,
+            usage.kind,
+            usage.note,
+            col(User.name).label("user_name"),
+            col(user_organisation.name).label("user_organisation"),
+            sa.case(
+                (usage.organisation_id == col(Facility.organisation_id), True), else_=False
+            ).label("internal"),
+            col(Booking.purpose).label("purpose"),
+            col(Booking.operated_by).label("operated_by"),
+        )
+        .select_from(UsageRecord.__table__)  # type: ignore[attr-defined]
+        .join(Instrument, col(Instrument.id) == usage.instrument_id)
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .join(User, col(User.id) == usage.user_id)
+        .outerjoin(user_organisation, col(user_organisation.id) == usage.organisation_id)
+        .outerjoin(Booking, col(Booking.id) == usage.booking_id)
+        .where(
+            usage.instrument_id == instrument_id, usage.started_at >= start, usage.started_at < end
+        )
+        .order_by(usage.started_at, usage.id)
+        .execution_options(yield_per=batch_size)
+    )
+    yield from session.execute(query)
+
+
+def count_usage_records(
+    session: Session, *, instrument_id: int, start: datetime, end: datetime
+) -> int:
+    usage = UsageRecord.__table__.c  # type: ignore[attr-defined]
+    return int(
+        session.execute(
+            sa.select(sa.func.count()).where(
+                usage.instrument_id == instrument_id,
+                usage.started_at >= start,
+                usage.started_at < end,
+            )
+        ).scalar_one()
+    )
