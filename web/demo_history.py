@@ -433,6 +433,9 @@ def _blocks(
     return blocks, chores
 
 
+MOVE_SHIFTS = (-3, -2, -1, 1, 2, 3, 4, 5)  # days between a moved booking's old and new time
+
+
 def _booking_rows(
     rng: random.Random,
     inst: _Instrument,
@@ -532,14 +535,13 @@ def _booking_rows(
     counts.by_status[str(outcome)] += 1
     # First booked at the same hour on another day, then moved here before that day came.
     length = block_end - block_start
+    candidates = (block_start + timedelta(days=shift) for shift in MOVE_SHIFTS) if moved else ()
     old_starts = [
-        block_start + timedelta(days=shift)
-        for shift in (-3, -2, -1, 1, 2, 3, 4, 5)
-        if window[0] <= block_start + timedelta(days=shift)
-        and block_start + timedelta(days=shift) + length <= window[1]
-        and block_start + timedelta(days=shift) > booked_at + timedelta(days=1)
+        at
+        for at in candidates
+        if window[0] <= at and at + length <= window[1] and at > booked_at + timedelta(days=1)
     ]
-    if moved and old_starts:
+    if old_starts:
         old_start = rng.choice(old_starts)
         old_row = dict(row)
         old_row.update(
