@@ -296,6 +296,41 @@ def test_the_search_page_reads_the_same_number_of_times_for_2_or_20_results(
     assert len(many) == len(few)
 
 
+def test_the_instrument_page_and_its_calendar_read_as_often_for_few_or_many_rows(
+    client: TestClient, session: Session, database: ConnectionBoundDatabase, lab: Lab
+) -> None:
+    login_page(client, lab.researcher.email)
+    window = {"start": "2026-12-07T00:00:00+08:00", "end": "2026-12-14T00:00:00+08:00"}
+    page_url = f"/instruments/{lab.instrument.id}"
+    feed_url = f"{page_url}/calendar.json"
+
+    def add(services: int, days: range) -> None:
+        for _ in range(services):
+            make_testing_service(session, facility=lab.facility, instruments=[lab.instrument])
+        for day in days:
+            for user, hour in ((lab.researcher, 10), (lab.visitor, 14)):
+                book_directly(
+                    session,
+                    user,
+                    lab.instrument,
+                    f"2026-12-{day:02d} {hour}:00",
+                    f"2026-12-{day:02d} {hour + 1}:00",
+                )
+
+    add(1, range(8, 9))
+    client.get(page_url)
+    client.get(feed_url, params=window)  # warm caches
+    with counted_statements(database) as few:
+        assert client.get(page_url).status_code == 200
+        assert client.get(feed_url, params=window).status_code == 200
+    add(10, range(9, 12))
+    with counted_statements(database) as many:
+        assert client.get(page_url).status_code == 200
+        assert len(client.get(feed_url, params=window).json()) > 8
+
+    assert len(many) == len(few)
+
+
 def test_the_catalogue_may_require_a_login(
     session: Session, database: ConnectionBoundDatabase, lab: Lab
 ) -> None:
