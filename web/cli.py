@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +36,8 @@ orgs_app = typer.Typer(help="Organisations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(orgs_app, name="orgs")
+report_app = typer.Typer(help="Utilization reports and usage-record exports.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 import_app = typer.Typer(help="Import data from CSV or XLSX files.", no_args_is_help=True)
 export_app = typer.Typer(help="Export data to XLSX files.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
@@ -362,6 +366,173 @@ def export_instruments(
             progress=lambda done: progress.update(task, completed=done),
         )
     console.print(f"Exported {count} instruments to {file}.")
+
+
+def _report_dates(start: str, end: str) -> tuple[date, date]:
+    """The period's dates, or exit 2 listing every problem (as the API's 422 does)."""
+    from reports import rules as report_rules
+
+    parsed: list[date | None] = []
+    problems = []
+    for name, text in (("--from", start), ("--to", end)):
+        try:
+            parsed.append(date.fromisoformat(text))
+        except ValueError:
+            parsed.append(None)
+            problems.append(f"  {name}: {text!r} is not a date (YYYY-MM-DD).")
+    if not problems:
+        problems += [f"  {p.message}" for p in report_rules.period_problems(*parsed)]
+    if problems:
+        raise _fail("\n".join(["Bad period:", *problems]), 2)
+    assert parsed[0] is not None
+    assert parsed[1] is not None
+    return parsed[0], parsed[1]
+
+
+def _write_chunks(output: Path | None, chunks: Iterator[bytes]) -> None:
+    if output is None:
+        for chunk in chunks:
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        return
+    with output.open("wb") as file:
+        for chunk in chunks:
+            file.write(chunk)
+
+
+@report_app.command("utilization")
+def report_utilization(
+    start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD), included.")],
+    end: Annotated[
+        str, typer.Option("--to", help="First day after the period (YYYY-MM-DD), excluded.")
+    ],
+    group_by: Annotated[
+        str, typer.Option(help="instrument, facility, organisation, category, cluster, district")
+    ] = "facility",
+    period: Annotated[str, typer.Option(help="month, quarter or year")] = "month",
+    format: Annotated[
+        str | None, typer.Option(help="csv, xlsx or json; default: the output's suffix")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", dir_okay=False, help="Default: stdout.")
+    ] = None,
+) -> None:
+    """Write the utilization report of every facility (the metrics of docs/metrics.md)."""
+    import json
+    from zoneinfo import ZoneInfo
+
+    from reports import export as report_export
+    from reports import queries as report_queries
+    from reports.rules import GroupBy, PeriodKind, ReportFormat, ReportScope
+
+    first, after = _report_dates(start, end)
+    chosen = format or (output.suffix.lstrip(".").lower() if output else "json")
+    problems = []
+    for enum_class, value, name in (
+        (GroupBy, group_by, "--group-by"),
+        (PeriodKind, period, "--period"),
+        (ReportFormat, chosen, "--format"),
+    ):
+        if value not in {member.value for member in enum_class}:
+            allowed = ", ".join(member.value for member in enum_class)
+            problems.append(f"  {name}: unknown {value!r}; use one of {allowed}.")
+    if problems:
+        raise _fail("\n".join(["Bad options:", *problems]), 2)
+    fmt = ReportFormat(chosen)
+    if fmt is ReportFormat.XLSX and output is None:
+        raise _fail("An XLSX report needs --output FILE.", 2)
+    settings = get_settings()
+    database = _database()
+    require_current_schema(database)
+    try:
+        with (
+            database.transaction(write=False) as session,
+            Progress(console=err, transient=True) as progress,
+        ):
+            task = progress.add_task("Computing the report", total=None)
+            report = report_queries.utilization_report(
+                session,
+                start=first,
+                end=after,
+                group_by=GroupBy(group_by),
+                period=PeriodKind(period),
+                scope=ReportScope(None),
+                zone=ZoneInfo(settings.timezone),
+            )
+            rows = len(report.labels) * len(report.buckets)
+            progress.update(task, description="Writing", total=rows, completed=0)
+
+            def advance(done: int) -> None:
+                progress.update(task, completed=done)
+
+            if fmt is ReportFormat.JSON:
+                text = json.dumps(report.as_dict(), ensure_ascii=False, indent=2) + "\n"
+                _write_chunks(output, iter([text.encode()]))
+            elif fmt is ReportFormat.CSV:
+                _write_chunks(output, report_export.report_csv(report, advance))
+            else:
+                _write_chunks(output, report_export.report_xlsx(report, advance))
+    except DomainError as exc:
+        raise _domain_error(exc) from exc
+    finally:
+        database.dispose()
+    if output is not None:
+        console.print(
+            f"Wrote {len(report.labels)} groups × {len(report.buckets)} periods to {output}."
+        )
+
+
+@report_app.command("usage-export")
+def report_usage_export(
+    instrument: Annotated[int, typer.Option(help="The instrument's id.")],
+    start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD), included.")],
+    end: Annotated[
+        str, typer.Option("--to", help="First day after the period (YYYY-MM-DD), excluded.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help=".csv or .xlsx")],
+) -> None:
+    """Write an instrument's usage records in the sharing platforms' shape
+    (docs/usage-export.md)."""
+    from reports import export as report_export
+    from reports import queries as report_queries
+    from reports.rules import ReportScope, local_midnight
+
+    first, after = _report_dates(start, end)
+    suffix = output.suffix.lower()
+    if suffix not in (".csv", ".xlsx"):
+        raise _fail("The output must be a .csv or .xlsx file.", 2)
+    database = _database()
+    require_current_schema(database)
+    try:
+        with (
+            database.transaction(write=False) as session,
+            Progress(console=err, transient=True) as progress,
+        ):
+            header = report_queries.usage_export_header(
+                session, instrument_id=instrument, scope=ReportScope(None)
+            )
+            utc_start, utc_end = (
+                local_midnight(first, header.zone),
+                local_midnight(after, header.zone),
+            )
+            total = report_queries.count_usage_records(
+                session, instrument_id=instrument, start=utc_start, end=utc_end
+            )
+            task = progress.add_task("Exporting", total=total)
+            records = report_queries.usage_export_rows(
+                session, instrument_id=instrument, start=utc_start, end=utc_end
+            )
+
+            def advance(done: int) -> None:
+                progress.update(task, completed=done)
+
+            writer = report_export.usage_csv if suffix == ".csv" else report_export.usage_xlsx
+            _write_chunks(output, writer(header, records, advance))
+    except DomainError as exc:
+        raise _domain_error(exc) from exc
+    finally:
+        database.dispose()
+    console.print(f"Exported {total} usage records of {header.asset_code} to {output}.")
 
 
 if __name__ == "__main__":

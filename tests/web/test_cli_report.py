@@ -1,0 +1,122 @@
+"""`labshare report utilization` and `labshare report usage-export` as an operator runs them,
+on an SQLite file of the test's own holding the October 2025 of tests/reports/world.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+from typer.testing import CliRunner
+
+from core.db import Database
+from core.settings import Settings, get_settings
+from tests.reports.world import World, build_world
+from web import dbschema
+from web.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("LABSHARE_DATABASE_URL", url)
+    monkeypatch.setenv("LABSHARE_SQLITE_SYNCHRONOUS", "NORMAL")
+    get_settings.cache_clear()
+    database = Database(Settings(database_url=url))
+    dbschema.upgrade(database)
+    with database.transaction() as session:
+        built = build_world(session)
+    database.dispose()
+    yield built
+    get_settings.cache_clear()
+
+
+def test_the_report_is_written_as_csv_xlsx_or_json(world: World, tmp_path: Path) -> None:
+    period = ["--from", "2025-10-01", "--to", "2026-01-01"]
+    as_csv = tmp_path / "report.csv"
+    result = runner.invoke(
+        app, ["report", "utilization", *period, "--group-by", "facility", "-o", str(as_csv)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(as_csv.read_text(encoding="utf-8-sig").splitlines()))
+    assert len(rows) == 2 * 3  # two facilities × October, November, December
+    october_f = next(r for r in rows if r["name"] == "报表平台F" and r["period"] == "2025-10")
+    assert float(october_f["effective_hours"]) == 9.5
+
+    as_xlsx = tmp_path / "report.xlsx"
+    result = runner.invoke(
+        app,
+        [
+            "report",
+            "utilization",
+            *period,
+            "--period",
+            "quarter",
+            "--group-by",
+            "cluster",
+            "-o",
+            str(as_xlsx),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    sheet = load_workbook(as_xlsx)["明细 by period"]
+    assert list(sheet.iter_rows(values_only=True))[-1][0] == "合计 Total"
+
+    result = runner.invoke(app, ["report", "utilization", *period, "--period", "year"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["totals"]["effective_hours"] == 9.5 + 8 + 1 + 1
+
+
+def test_bad_options_are_refused_with_reasons(world: World, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["report", "utilization", "--from", "2025-11-01", "--to", "2025-10-01"]
+    )
+    assert result.exit_code == 2
+    assert "ends before it starts" in result.output
+    result = runner.invoke(
+        app,
+        [
+            "report",
+            "utilization",
+            "--from",
+            "2025-10-01",
+            "--to",
+            "2025-11-01",
+            "--group-by",
+            "room",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "--group-by" in result.output
+    result = runner.invoke(
+        app, ["report", "utilization", "--from", "2025-10-01", "--to", "2040-01-01"]
+    )
+    assert result.exit_code == 2
+    assert "10 years" in result.output
+
+
+def test_the_usage_export_writes_the_instruments_records(world: World, tmp_path: Path) -> None:
+    output = tmp_path / "usage.xlsx"
+    result = runner.invoke(
+        app,
+        [
+            "report",
+            "usage-export",
+            "--instrument",
+            str(world.a.id),
+            "--from",
+            "2025-10-01",
+            "--to",
+            "2025-11-01",
+            "-o",
+            str(output),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Exported 5 usage records of RPT-A" in result.output
+    assert load_workbook(output).active.max_row == 2 + 5
