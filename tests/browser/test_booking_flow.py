@@ -173,6 +173,22 @@ def test_a_second_researcher_asking_for_the_same_time_sees_the_conflict(
     assert [e for e in page.script_errors if "status of 409" not in e] == []
 
 
+def test_the_catalogue_filters_refresh_the_results_in_place_on_a_phone(
+    phone_page: Any, seeded: Seeded
+) -> None:
+    phone_page.goto("/instruments")
+    phone_page.locator(".more-filters summary").click()
+    with phone_page.expect_response(lambda r: "/instruments?" in r.url and "category=" in r.url):
+        phone_page.locator("#f-category").select_option("laser")
+    phone_page.wait_for_load_state("networkidle")
+
+    assert "category=laser" in phone_page.url  # htmx keeps the address in step
+    assert "找到 0 台仪器" in phone_page.locator("#results").inner_text()
+    assert phone_page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    screenshot(phone_page, "catalogue-phone")
+    assert phone_page.script_errors == []
+
+
 def test_the_instrument_page_fits_a_phone(phone_page: Any, seeded: Seeded) -> None:
     log_in(phone_page, seeded.first, PASSWORD)
     phone_page.goto(f"/instruments/{seeded.instrument_id}")
