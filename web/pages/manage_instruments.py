@@ -1529,13 +1529,8 @@ def request_detail(
 
 
 def report_upload_limit(request: Request) -> int:
-    """The API's upload limit once the app lets this page's bodies be that large; until then
-    the general body limit."""
-    settings = request.app.state.settings
-    for middleware in request.app.user_middleware:
-        if REPORT_UPLOAD_PATH in (middleware.kwargs.get("larger") or {}):
-            return int(settings.max_upload_bytes)
-    return int(min(settings.max_upload_bytes, settings.max_body_bytes))
+    """The API's upload limit (web/app.py gives this page's bodies the same allowance)."""
+    return int(request.app.state.settings.max_upload_bytes)
 
 
 @router.get("/manage/service-requests/{request_id}")

@@ -43,6 +43,9 @@ from web.retry import commit_with_retries
 from web.routing import TransactionalRoute
 from web.templating import render
 
+# The new-request form carries a file: web/app.py lets its bodies be as large as an upload.
+SERVICE_REQUEST_UPLOAD_PATH = r"^/my/service-requests/new$"
+
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 
 PAGE_SIZE = 20
@@ -917,8 +920,8 @@ def my_service_requests(
 
 
 def upload_limit(settings: AppSettings) -> int:
-    """The largest file this page takes: the page's form is bound by the general body limit."""
-    return min(settings.max_upload_bytes, settings.max_body_bytes)
+    """The largest file this page takes (web/app.py gives the form the upload body limit)."""
+    return settings.max_upload_bytes
 
 
 def _request_form(
