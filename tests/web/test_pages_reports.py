@@ -9,7 +9,9 @@ usage records of internal and external users in 2026, and a few bookings.
 from __future__ import annotations
 
 import csv
+import html
 import io
+import json
 import re
 import zipfile
 from collections.abc import Iterator
@@ -409,6 +411,9 @@ def test_the_chart_data_holds_the_groups_the_trend_and_the_top_and_bottom_instru
     assert [i["name"] for i in data["bottom"]] == ["流式细胞仪", "红外光谱仪"]  # lowest first
     assert data["totals"]["effective_hours"] == 23.0
     assert data["text"]["utilization"] == "使用率"
+    page = client.get(f"/reports?{YEAR_2026}&group_by=cluster").text
+    carried = json.loads(html.unescape(page.split("data-charts='", 1)[1].split("'", 1)[0]))
+    assert carried == {key: data[key] for key in carried}
 
 
 def test_the_low_use_list_gives_reasons_and_marks_large_instruments(

@@ -170,7 +170,11 @@ BAD_SORT = N_("The table cannot be sorted by this column.")
 BAD_PAGE = N_("Page numbers are whole numbers from 1.")
 REFUSED = N_("Utilization reports are for planners, admins and the lab managers of a facility.")
 CHART_TEXTS = [N_("Hours"), N_("All")]  # passed to gettext() by name below
-NOT_FOUND_MESSAGES = [N_("Facility not found."), N_("Instrument not found.")]
+NOT_FOUND_MESSAGES = [
+    N_("Facility not found."),
+    N_("Instrument not found."),
+    N_("Export format not found."),
+]
 
 
 # --- Filters ---------------------------------------------------------------------------------
@@ -707,7 +711,8 @@ def dashboard(
 def chart_json(
     request: Request, principal: PagePrincipal, session: DbSession, settings: AppSettings
 ) -> Response:
-    """The charts' data for the dashboard's filters (reports.js draws it)."""
+    """The charts' data for the dashboard's filters, as JSON (the page carries the same data
+    in an attribute for reports.js, so one view computes the report once)."""
     scope = report_scope(principal)
     zone = zone_of(settings)
     locale = locale_for(request)
@@ -736,7 +741,7 @@ def report_export(
     zone = zone_of(settings)
     query, _, errors = parse_query(request.query_params, today_in(zone))
     if extension not in ("csv", "xlsx"):
-        return _unknown_format(request)
+        return _unknown_format()
     if query is None:
         return _invalid_json(errors, _translator(locale_for(request)))
     report = build_report(session, query, scope, zone)
@@ -759,7 +764,7 @@ def usage_export(
     scope = report_scope(principal)
     query, _, errors = parse_query(request.query_params, today_in(zone_of(settings)))
     if extension not in ("csv", "xlsx"):
-        return _unknown_format(request)
+        return _unknown_format()
     if query is None:
         return _invalid_json(errors, _translator(locale_for(request)))
     header = queries.usage_export_header(session, instrument_id=instrument_id, scope=scope)
@@ -820,7 +825,7 @@ def _invalid_json(errors: Mapping[str, Any], gettext: Callable[[str], str]) -> J
     )
 
 
-def _unknown_format(request: Request) -> Response:
+def _unknown_format() -> Response:
     raise NotFound("Export format")
 
 

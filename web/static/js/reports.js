@@ -1,6 +1,7 @@
-// The utilization dashboard's charts: ECharts (canvas renderer) fed by /reports/data.json with
-// the page's filters. The CSP forbids inline styles: tooltips are drawn on the canvas
-// (renderMode "richText"), and sizes are set through the CSSOM, never a style attribute.
+// The utilization dashboard's charts: ECharts (canvas renderer) drawing the data the page
+// carries in #charts[data-charts] (the same as /reports/data.json for the page's filters, so
+// the report is not computed twice). The CSP forbids inline styles: tooltips are drawn on the
+// canvas (renderMode "richText"), and sizes are set through the CSSOM, never a style attribute.
 (function () {
   "use strict";
 
@@ -104,16 +105,12 @@
   function start() {
     var section = document.getElementById("charts");
     if (!section || !window.echarts) { return; }
-    fetch(section.getAttribute("data-source"), {
-      credentials: "same-origin",
-      headers: { Accept: "application/json" }
-    })
-      .then(function (response) {
-        if (!response.ok) { throw new Error("chart data: " + response.status); }
-        return response.json();
-      })
-      .then(function (data) { draw(section, data); })
-      .catch(function () { showFailure(section); });
+    try {
+      draw(section, JSON.parse(section.getAttribute("data-charts")));
+    } catch (error) {
+      showFailure(section);
+      throw error;  // still reported, so a broken chart is seen, not silently skipped
+    }
 
     var pending = null;
     window.addEventListener("resize", function () {
