@@ -229,6 +229,29 @@ def test_the_catalogue_pages_through_many_results(
     assert "q=pagetest" in first.text
 
 
+def test_sorting_by_price_follows_the_users_own_price_list(
+    client: TestClient, session: Session, lab: Lab
+) -> None:
+    for name, internal, enterprise in (("排序仪器甲", 100, 90_000), ("排序仪器乙", 50_000, 10_000)):
+        make_instrument(
+            session,
+            facility=lab.facility,
+            name=name,
+            keywords="sortme",
+            price_internal_fen=internal,
+            price_external_academic_fen=internal,
+            price_enterprise_fen=enterprise,
+        )
+
+    def order() -> list[str]:
+        page = client.get("/instruments", params={"q": "sortme", "sort": "price"}).text
+        return re.findall(r"排序仪器[甲乙]", page)
+
+    assert order() == ["排序仪器甲", "排序仪器乙"]  # anonymous: the internal prices
+    login_page(client, lab.engineer.email)
+    assert order() == ["排序仪器乙", "排序仪器甲"]  # a firm: the enterprise prices
+
+
 def test_bad_filters_are_shown_next_to_their_field(client: TestClient, lab: Lab) -> None:
     page = client.get("/instruments", params={"q": "x", "category": "teleporter", "page": "0"})
 

@@ -47,6 +47,7 @@ from instruments.rules import (
     CustomerClass,
     InstrumentStatus,
     OperationMode,
+    customer_class,
 )
 from web import i18n
 from web.deps import AppSettings, DbSession
@@ -250,6 +251,7 @@ def catalogue_page(
         is_large=True if large else None,
         status=chosen_status,
         sort=_choice(SearchSort, sort, "sort", errors) or SearchSort.RELEVANCE,
+        price_class=_outside_class(session, principal),
     )
     free = _free_filter(free_from, free_to, free_minutes, ZoneInfo(settings.timezone), errors)
     errors.update({p.field or "": [(p.message, {})] for p in search.problems()})
@@ -306,6 +308,19 @@ def catalogue_page(
     facilities, _ = catalogue.list_facilities(session, limit=500)
     context["facilities"] = facilities
     return render(request, "catalogue/search.html", context, status_code=status_code)
+
+
+def _outside_class(session: Session, principal: Principal | None) -> CustomerClass:
+    """The price list a user pays at other organisations' facilities: what a sort by price
+    follows (at its own organisation's facilities the internal price applies)."""
+    if principal is None:
+        return CustomerClass.INTERNAL
+    organisation_id = principal.user.organisation_id
+    return customer_class(
+        user_organisation_id=organisation_id,
+        user_organisation_type=catalogue.organisation_type_of(session, organisation_id),
+        facility_organisation_id=-1,
+    )
 
 
 def _names(request: Request) -> dict[str, Any]:
