@@ -523,6 +523,7 @@ def test_the_calendar_takes_fullcalendars_named_zone_form(client: TestClient, la
     "params",
     [
         {"start": "yesterday", "end": "2026-12-09T00:00:00+08:00"},
+        {"start": "0001-01-01T00:00:00+08:00", "end": "2026-12-09T00:00:00+08:00"},
         {"end": "2026-12-09T00:00:00+08:00"},
         {"start": "2026-12-09T00:00:00+08:00", "end": "2026-12-08T00:00:00+08:00"},
         {"start": "2026-01-01T00:00:00+08:00", "end": "2026-12-31T00:00:00+08:00"},
@@ -724,6 +725,19 @@ def test_a_form_without_its_csrf_token_is_refused(
     assert bookings_of(session, lab.researcher) == []
 
 
+def test_a_time_far_outside_any_calendar_is_refused_as_a_bad_time(
+    client: TestClient, session: Session, lab: Lab
+) -> None:
+    login_page(client, lab.researcher.email)
+    page = confirmation(client, lab.instrument, "2026-12-08 10:00", "2026-12-08 11:00")
+
+    answer = submit(client, lab.instrument, page, start="9999-12-31T23:00", end="9999-12-31T23:30")
+
+    assert answer.status_code == 422
+    assert "请输入日期和时间" in answer.text.split('id="f-start"', 1)[1].split("</div>", 1)[0]
+    assert bookings_of(session, lab.researcher) == []
+
+
 def test_booking_an_unknown_or_retired_instrument_is_not_found(
     client: TestClient, session: Session, lab: Lab
 ) -> None:
@@ -761,7 +775,8 @@ def test_a_bad_time_on_the_confirmation_page_is_named(client: TestClient, lab: L
     login_page(client, lab.researcher.email)
 
     answer = client.get(
-        f"/instruments/{lab.instrument.id}/book", params={"start": "soon", "end": "later"}
+        f"/instruments/{lab.instrument.id}/book",
+        params={"start": "soon", "end": "0001-01-01T00:00+08:00"},
     )
 
     assert answer.status_code == 422

@@ -64,6 +64,7 @@ PAGE_SIZE = 20
 BOOKING_FORM_KEY_PREFIX = "page:book:"
 CALENDAR_DAYS_MAX = 62
 LOCAL_INPUT_FORMAT = "%Y-%m-%dT%H:%M"
+MIN_YEAR, MAX_YEAR = 2000, 2999
 
 # A message id and its values, translated where it is shown: _(message, **values).
 Message = tuple[str, dict[str, Any]]
@@ -133,6 +134,8 @@ def parse_time(value: str, zone: ZoneInfo) -> datetime:
     if not text:
         raise ValueError("empty")
     moment = datetime.fromisoformat(text)
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:  # nothing to book there; date arithmetic overflows
+        raise ValueError("out of range")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return moment.astimezone(UTC)
