@@ -531,3 +531,23 @@ def test_top_and_bottom_instruments_never_share_one(
 
     assert [int(i["key"]) for i in best] == top
     assert [int(i["key"]) for i in least] == bottom
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="reports.queries._turnaround_medians: with no reported sample request the totals' "
+    "median query returns one row of NULLs and float(None) fails; remove this marker with the fix",
+)
+def test_a_platform_without_sample_requests_has_a_dashboard_too(
+    client: TestClient, session: Session
+) -> None:
+    facility = make_facility(session, cluster=Cluster.LIANGJIANG)
+    instrument_at(session, facility, "无送样仪器")
+    planner = make_user(session, roles=[Role.PLANNER])
+    login_page(client, planner.email)
+
+    page = client.get(f"/reports?{YEAR_2026}")
+
+    assert page.status_code == 200
+    assert headline(page.text, "turnaround_days") == "—"
