@@ -160,6 +160,10 @@ def test_a_planner_reads_the_dashboard_and_drills_down_to_an_instrument(
     page.goto("/reports")
     charts_drawn(page)
     assert page.locator("#figure-effective_hours .figure").inner_text() != "—"
+    # A tooltip drawn on hover must not break the CSP (no inline style attributes).
+    page.locator("#chart-trend canvas").first.hover()
+    page.locator("#chart-utilization canvas").first.hover()
+    page.wait_for_timeout(300)
     screenshot(page, "reports-dashboard")
 
     page.locator("#group-western_science_city a.drill").click()
