@@ -251,6 +251,8 @@ def test_every_headline_figure_carries_its_definition_as_hover_text_and_footnote
     session.flush()
     english = client.get(f"/reports?{YEAR_2026}").text
     assert "Utilization (使用率, the national measure) = effective hours ÷ rated hours." in english
+    assert "Few bookings: 3 in the period" in english  # the low-use reasons in English too
+    assert ">Western (Chongqing) Science City</a>" in english
 
 
 def test_the_groups_table_drills_down_from_cluster_to_facility_to_instrument(
