@@ -553,3 +553,14 @@ def test_a_platform_without_sample_requests_has_a_dashboard_too(
 
     assert page.status_code == 200
     assert headline(page.text, "turnaround_days") == "—"
+
+
+def test_the_trend_is_per_quarter_or_year_on_request(client: TestClient, history: Platform) -> None:
+    login_page(client, history.planner.email)
+
+    quarters = client.get(f"/reports/data.json?{YEAR_2026}&period=quarter").json()["trend"]
+    years = client.get(f"/reports/data.json?{YEAR_2026}&period=year").json()["trend"]
+
+    assert quarters["periods"] == ["2026-Q1", "2026-Q2", "2026-Q3", "2026-Q4"]
+    assert quarters["effective_hours"] == [14.0, 9.0, 0.0, 0.0]
+    assert (years["periods"], years["effective_hours"]) == (["2026"], [23.0])
