@@ -13,14 +13,17 @@ outbox event in the caller's transaction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, func, select
 
 from booking import rules
@@ -84,19 +87,49 @@ def booking_payload(booking: Booking) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _audit_and_event() -> tuple[Any, Any]:
+    return (
+        sa.insert(audit.AuditEntry.__table__),  # type: ignore[attr-defined]
+        sa.insert(events.OutboxEvent.__table__),  # type: ignore[attr-defined]
+    )
+
+
 def record_change(
     session: Session, booking: Booking, *, actor_id: int | None, action: str, **data: Any
 ) -> None:
-    """Audit and announce a booking's change in the current transaction."""
-    audit.record(
-        session,
-        actor_id=actor_id,
-        action=f"booking.{action}",
-        subject_type="booking",
-        subject_id=booking.id or 0,
-        data={"status": booking.status, **data},
+    """Audit and announce a booking's change in the current transaction.
+
+    The same rows as ``audit.record`` and ``events.emit`` write, as two plain INSERTs: on the
+    hot path the ORM's objects and flushes cost several times the statements themselves.
+    """
+    current = now()
+    insert_entry, insert_event = _audit_and_event()
+    connection = session.connection()
+    connection.execute(
+        insert_entry,
+        {
+            "occurred_at": current,
+            "actor_id": actor_id,
+            "action": f"booking.{action}",
+            "subject_type": "booking",
+            "subject_id": str(booking.id or 0),
+            "data": {"status": booking.status, **data},
+            "request_id": audit.current_request_id.get(),
+        },
     )
-    events.emit(session, f"booking.{action}", booking_payload(booking) | data)
+    connection.execute(
+        insert_event,
+        {
+            "topic": f"booking.{action}",
+            "payload": booking_payload(booking) | data,
+            "dedupe_key": None,
+            "status": events.EventStatus.PENDING,
+            "attempts": 0,
+            "created_at": current,
+            "available_at": current,
+        },
+    )
 
 
 # --- Who may see and do what ---------------------------------------------------------------
@@ -196,6 +229,13 @@ def _quota_problems(
     end: datetime,
     ignore_booking_id: int | None = None,
 ) -> list[Problem]:
+    limits = (
+        instrument.user_weekly_hours_limit,
+        instrument.organisation_weekly_hours_limit,
+        instrument.user_future_bookings_limit,
+    )
+    if all(limit is None for limit in limits):
+        return []
     problems = []
     hours = (end - start).total_seconds() / 3600
     week_start, week_end = _week_bounds(start, facility)
@@ -258,39 +298,55 @@ def _quota_problems(
     return problems
 
 
+@functools.cache
+def _no_shows_since() -> Any:
+    return (
+        select(col(Booking.start_at))
+        .where(
+            col(Booking.user_id) == sa.bindparam("user_id"),
+            col(Booking.status) == BookingStatus.NO_SHOW,
+            col(Booking.start_at) >= sa.bindparam("since"),
+        )
+        .order_by(col(Booking.start_at).desc())
+    )
+
+
 def suspension_until(session: Session, *, user_id: int, policy: BookingPolicy) -> datetime | None:
     """When a user's booking rights return after repeated no-shows, or None if not suspended."""
     current = now()
-    recent = session.exec(
-        select(Booking.start_at)
-        .where(
-            Booking.user_id == user_id,
-            Booking.status == BookingStatus.NO_SHOW,
-            col(Booking.start_at) >= current - policy.no_show_window,
+    recent = (
+        session.execute(
+            _no_shows_since(), {"user_id": user_id, "since": current - policy.no_show_window}
         )
-        .order_by(col(Booking.start_at).desc())
-    ).all()
+        .scalars()
+        .all()
+    )
     if len(recent) < policy.suspension_threshold:
         return None
     until = recent[0] + policy.suspension
     return until if until > current else None
 
 
+@functools.cache
+def _overlapping() -> Any:
+    return (
+        select(Booking)
+        .where(
+            col(Booking.instrument_id) == sa.bindparam("instrument_id"),
+            col(Booking.status).in_(list(HELD_STATUSES)),
+            col(Booking.start_at) < sa.bindparam("until"),
+            col(Booking.held_until) > sa.bindparam("start"),
+        )
+        .order_by(col(Booking.start_at))
+    )
+
+
 def overlapping(
     session: Session, instrument_id: int, start: datetime, until: datetime
 ) -> list[Booking]:
-    return list(
-        session.exec(
-            select(Booking)
-            .where(
-                Booking.instrument_id == instrument_id,
-                col(Booking.status).in_(list(HELD_STATUSES)),
-                col(Booking.start_at) < until,
-                col(Booking.held_until) > start,
-            )
-            .order_by(col(Booking.start_at))
-        ).all()
-    )
+    """Held bookings of the instrument whose held range meets ``[start, until)``."""
+    parameters = {"instrument_id": instrument_id, "start": start, "until": until}
+    return list(session.execute(_overlapping(), parameters).scalars().all())
 
 
 def _overlap_problems(found: Sequence[Booking]) -> list[Problem]:
@@ -306,35 +362,54 @@ def _overlap_problems(found: Sequence[Booking]) -> list[Problem]:
     ]
 
 
+BOOKING_TABLE: sa.Table = Booking.__table__  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _insert_booking(dialect: str) -> Any:
+    """INSERT … RETURNING id, built once. On PostgreSQL ``ON CONFLICT DO NOTHING`` lets the
+    exclusion constraint refuse an overlap with no row instead of an error (an erroring
+    insert deadlocks under contention, this one does not)."""
+    if dialect == "postgresql":
+        return pg_insert(BOOKING_TABLE).on_conflict_do_nothing().returning(BOOKING_TABLE.c.id)
+    return sa.insert(BOOKING_TABLE).returning(BOOKING_TABLE.c.id)
+
+
 def insert_held(session: Session, booking: Booking) -> Booking:
-    """Insert a held booking; the database refuses an overlap (409), whatever raced us."""
-    if session.get_bind().dialect.name == "postgresql":
-        values = booking.model_dump(exclude={"id"})
-        values["overrides"] = list(booking.overrides)
-        inserted = session.execute(
-            pg_insert(Booking).values(**values).on_conflict_do_nothing().returning(col(Booking.id))
-        ).scalar()
-        if inserted is None:
-            found = overlapping(
-                session, booking.instrument_id, booking.start_at, booking.held_until
-            )
-            raise Conflict(
-                "The time is already booked.", code="overlap", problems=_overlap_problems(found)
-            )
-        created = session.get(Booking, inserted)
-        assert created is not None
-        return created
-    session.add(booking)
+    """Insert a held booking; the database refuses an overlap (409), whatever raced us.
+
+    One statement, without the ORM's unit of work: the booking then joins the session as
+    the persistent row it is (times in UTC, as read back). On SQLite the overlap trigger
+    aborts only the INSERT itself, so the transaction goes on to name the conflict.
+    """
+    values = {}
+    for column in BOOKING_TABLE.c:
+        if column.key != "id":
+            value = getattr(booking, column.key)
+            if isinstance(value, datetime):
+                value = value.astimezone(UTC)
+                setattr(booking, column.key, value)
+            values[column.key] = value
+    values["overrides"] = list(booking.overrides)
+    connection = session.connection()
     try:
-        with session.begin_nested():
-            session.flush()
+        booking_id = connection.execute(_insert_booking(connection.dialect.name), values).scalar()
     except IntegrityError as exc:
         if "overlap" not in str(exc.orig):
             raise
+        booking_id = None
+    if booking_id is None:
         found = overlapping(session, booking.instrument_id, booking.start_at, booking.held_until)
         raise Conflict(
             "The time is already booked.", code="overlap", problems=_overlap_problems(found)
-        ) from exc
+        )
+    booking.id = booking_id
+    # A savepoint rolled back earlier may have left a booking with this (reused) id behind.
+    stale = session.identity_map.get(identity_key(Booking, booking_id))
+    if stale is not None:
+        session.expunge(stale)
+    make_transient_to_detached(booking)
+    session.add(booking)
     return booking
 
 
@@ -359,8 +434,17 @@ def _check_request(
     override: Sequence[str],
     policy: BookingPolicy,
     ignore_booking_id: int | None = None,
+    check_overlap: bool = True,
 ) -> _Checked:
-    instrument, facility = catalogue.instrument_with_facility(session, instrument_id)
+    if start.tzinfo is None or end.tzinfo is None:
+        raise RuleViolation([Problem("naive_time", "Times need an offset.", "start")])
+    # Opening hours and outages a day either side: a booking's slots and days are local.
+    instrument, facility, calendar = catalogue.instrument_calendar(
+        session,
+        instrument_id=instrument_id,
+        start=start - timedelta(days=1),
+        end=end + timedelta(days=1),
+    )
     if instrument.status != InstrumentStatus.ACTIVE or not facility.is_active:
         raise Conflict(
             f"The instrument is {instrument.status} and cannot be booked.", code="not_bookable"
@@ -371,8 +455,6 @@ def _check_request(
     manager = actor is None or actor.manages_facility(facility.id or 0)
     if override and not manager:
         raise PermissionDenied("Only a lab manager of the facility may override booking rules.")
-    if start.tzinfo is None or end.tzinfo is None:
-        raise RuleViolation([Problem("naive_time", "Times need an offset.", "start")])
 
     problems: list[Problem] = []
     if operated_by is OperatedBy.SELF and instrument.operation_mode == OperationMode.STAFF_OPERATED:
@@ -398,12 +480,6 @@ def _check_request(
             "Ask the facility, or request staff operation.",
             code="not_qualified",
         )
-    calendar = catalogue.load_calendars(
-        session,
-        instrument_ids=[instrument_id],
-        start=start - timedelta(days=1),
-        end=end + timedelta(days=1),
-    )[instrument_id]
     booking_rules = rules.InstrumentBookingRules(
         slot_minutes=instrument.slot_minutes,
         min_duration_minutes=instrument.min_duration_minutes,
@@ -452,7 +528,12 @@ def _check_request(
             Problem("unknown_override", f"Nothing to override: {', '.join(unknown)}.", "override")
         )
     taken: list[Booking] = []
-    if end > start:
+    # On PostgreSQL the insert finds an overlap itself (ON CONFLICT DO NOTHING, no error), so
+    # a caller that writes nothing before it may leave the check to it; with other problems
+    # an overlap is listed among them. SQLite holds its write lock already: checking first
+    # costs one indexed read and spares the insert an aborted statement.
+    dialect = session.get_bind().dialect.name
+    if end > start and (problems or check_overlap or dialect != "postgresql"):
         taken = [
             b
             for b in overlapping(
@@ -490,15 +571,23 @@ def _offer_freed_time(session: Session, booking: Booking) -> None:
     )
 
 
+@functools.cache
+def _creations_since() -> Any:
+    return (
+        select(func.count())
+        .select_from(Booking)
+        .where(
+            col(Booking.created_by_id) == sa.bindparam("user_id"),
+            col(Booking.created_at) > sa.bindparam("since"),
+        )
+    )
+
+
 def check_rate(session: Session, *, user_id: int, policy: BookingPolicy) -> None:
     """Refuse (429) a user who made too many booking requests in the last minute."""
     # Half-open: a request made exactly a minute ago no longer counts, as Retry-After promises.
     since = now() - timedelta(minutes=1)
-    made = session.exec(
-        select(func.count())
-        .select_from(Booking)
-        .where(Booking.created_by_id == user_id, col(Booking.created_at) > since)
-    ).one()
+    made = session.execute(_creations_since(), {"user_id": user_id, "since": since}).scalar_one()
     if made >= policy.creations_per_minute:
         raise Throttled(
             "Too many booking requests; wait a minute.", retry_after_s=60, code="booking_rate"
@@ -536,6 +625,8 @@ def create_booking(
         operated_by=data.operated_by,
         override=data.override,
         policy=policy,
+        # Nothing is written before the insert, which refuses an overlap itself (409).
+        check_overlap=False,
     )
     current = now()
     booking = Booking(

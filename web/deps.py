@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from core.accounts.models import User
 from core.auth import service as auth
 from core.auth.models import WebSession
-from core.auth.principal import Principal, load_principal
+from core.auth.principal import Principal
 from core.db import Database
 from core.errors import NotAuthenticated
 from core.settings import Settings
@@ -37,7 +37,8 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
 
     :class:`web.routing.TransactionalRoute` commits it; whatever is left uncommitted (an error
     answer) is rolled back when the session closes. Making a session does no I/O, so this runs
-    on the event loop; only closing it (returning the connection) goes to a thread.
+    on the event loop; only closing one that still holds a transaction (rolling it back and
+    returning the connection) goes to a thread.
     """
     database = get_database(request)
     session = database.new_session(write=request.method not in SAFE_METHODS)
@@ -45,7 +46,10 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        await run_in_threadpool(session.close)
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 DbSession = Annotated[Session, Depends(db_session)]
@@ -65,8 +69,7 @@ def api_principal(request: Request, session: DbSession) -> Principal:
     token = bearer_token(request)
     if token is None:
         raise NotAuthenticated()
-    user = auth.user_for_token(session, token=token)
-    principal = load_principal(session, user)
+    principal = auth.principal_for_token(session, token=token)
     request.state.principal = principal
     return principal
 

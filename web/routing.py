@@ -29,6 +29,8 @@ class TransactionalRoute(APIRoute):
                 session is not None
                 and response.status_code < 400
                 and request.method not in ("GET", "HEAD", "OPTIONS")
+                # An endpoint that committed itself (with retries) left nothing to commit.
+                and session.in_transaction()
             ):
                 await run_in_threadpool(session.commit)
             return response
