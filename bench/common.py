@@ -23,6 +23,7 @@ from core.settings import Settings
 from web import dbschema
 
 ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 120  # a busy two-core machine starts several workers slowly
 
 
 @contextlib.contextmanager
@@ -78,7 +79,7 @@ def served(database: Database, workers: int = 1) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:

@@ -959,3 +959,34 @@ def requestable_free_time(
     return free_intervals(
         clip(free, earliest, latest), [], slot_minutes=instrument.slot_minutes, zone=zone
     )
+
+
+def first_free_instruments(
+    session: Session,
+    search: InstrumentSearch,
+    *,
+    start: datetime,
+    end: datetime,
+    min_minutes: int,
+    limit: int = 50,
+) -> list[tuple[dict[str, Any], list[Interval]]]:
+    """The first ``limit`` catalogue matches (among the first 500) free for at least
+    ``min_minutes`` within ``[start, end)``, with their free intervals: "which X-ray
+    diffractometers are free next Tuesday afternoon". Free time is read a chunk of matches at
+    a time, stopping once enough are found: most searches need only the first chunk."""
+    _check_window(start, end)
+    matches, _ = catalogue.search_instruments(session, search, limit=FREE_SEARCH_SCAN)
+    found: list[tuple[dict[str, Any], list[Interval]]] = []
+    for first in range(0, len(matches), FREE_SEARCH_CHUNK):
+        chunk = matches[first : first + FREE_SEARCH_CHUNK]
+        free = free_time(
+            session,
+            instrument_ids=[m["id"] for m in chunk],
+            start=start,
+            end=end,
+            min_minutes=min_minutes,
+        )
+        found.extend((m, free[m["id"]]) for m in chunk if free.get(m["id"]))
+        if len(found) >= limit:
+            break
+    return found[:limit]

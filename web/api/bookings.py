@@ -45,7 +45,6 @@ from web.retry import commit_with_retries
 from web.routing import TransactionalRoute
 
 router = APIRouter(prefix="/api/v1", tags=["bookings"], route_class=TransactionalRoute)
-FREE_SEARCH_CHUNK = 60
 
 
 def booking_read(booking: Booking) -> BookingRead:
@@ -348,7 +347,6 @@ def availability(
     """Free, bookable intervals (open time − booked time, on the instrument's slots)."""
     if principal is None and not request.app.state.settings.catalogue_public:
         raise NotFound("Instrument")
-    catalogue.instrument_with_facility(session, instrument_id)
     free = queries.availability(
         session, instrument_id=instrument_id, start=start, end=end, min_minutes=min_minutes
     )
@@ -375,8 +373,7 @@ def find_free_instruments(
     ("which X-ray diffractometers are free next Tuesday afternoon")."""
     if principal is None and not request.app.state.settings.catalogue_public:
         raise NotFound("Instrument")
-    queries._check_window(start, end)
-    matches, _ = catalogue.search_instruments(
+    found = queries.first_free_instruments(
         session,
         InstrumentSearch(
             q=q,
@@ -386,33 +383,20 @@ def find_free_instruments(
             facility_id=facility_id,
             operation_mode=operation_mode,
         ),
-        limit=500,
+        start=start,
+        end=end,
+        min_minutes=min_minutes,
+        limit=limit,
     )
-    found: list[FreeInstrument] = []
-    # In chunks, stopping once enough are found: most searches need only the first few.
-    for first in range(0, len(matches), FREE_SEARCH_CHUNK):
-        chunk = matches[first : first + FREE_SEARCH_CHUNK]
-        free = queries.free_time(
-            session,
-            instrument_ids=[m["id"] for m in chunk],
-            start=start,
-            end=end,
-            min_minutes=min_minutes,
+    return [
+        FreeInstrument(
+            instrument_id=match["id"],
+            name=match["name"],
+            facility_name=match["facility_name"],
+            free=[FreeInterval(start=s, end=e) for s, e in intervals],
         )
-        for match in chunk:
-            intervals = free.get(match["id"], [])
-            if intervals and len(found) < limit:
-                found.append(
-                    FreeInstrument(
-                        instrument_id=match["id"],
-                        name=match["name"],
-                        facility_name=match["facility_name"],
-                        free=[FreeInterval(start=s, end=e) for s, e in intervals],
-                    )
-                )
-        if len(found) >= limit:
-            break
-    return found
+        for match, intervals in found
+    ]
 
 
 # --- Usage records -------------------------------------------------------------------------
