@@ -18,6 +18,7 @@ from booking import service as bookings
 from booking.rules import OperatedBy
 from booking.schemas import BookingCreate
 from booking.service import BookingPolicy
+from core import events
 from core.accounts.rules import Role, ScopeKind
 from core.accounts.schemas import RoleGrant
 from core.auth.principal import load_principal
@@ -32,6 +33,7 @@ from notifications.models import Delivery, DeliveryStatus, Notification, Webhook
 from tests.factories import make_user
 from tests.instruments.factories import make_facility, make_instrument
 from tests.notifications.smtp import SmtpServer, free_port
+from web import worker
 
 NOW = datetime(2026, 11, 30, 1, tzinfo=UTC)  # Monday 09:00 in Chongqing
 POLICY = BookingPolicy.from_settings(Settings())
@@ -460,3 +462,17 @@ def test_one_recipients_mails_arrive_in_order_over_several_connections(
         times = [plain_text(m.message).split("\n")[2] for m in mine]
         assert len(times) == 8
         assert times == sorted(times)
+
+
+def test_a_worker_round_sends_the_whole_backlog_not_one_batch(
+    session: Session, database: Database, smtp: SmtpServer, lab: dict
+) -> None:
+    settings = settings_for(smtp)
+    for n in range(250):  # two and a half batches
+        events.emit(session, "service_request.rejected", {"user_id": lab["researcher"].id, "n": n})
+    notifications.dispatch_events(session, settings, limit=1000)
+    session.flush()
+
+    assert worker.deliver_backlog(database, settings, worker="w") == 250
+    assert len(smtp.received) == 250
+    assert worker.deliver_backlog(database, settings, worker="w") == 0
