@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from playwright.sync_api import expect
 from sqlmodel import Session, select
 
 from booking.models import Booking
@@ -96,12 +97,18 @@ def drag_across(page: Any, day: datetime, first_slot: str, last_slot: str) -> No
 
 
 def show_day(page: Any, day: datetime) -> None:
-    """Step the week view forward until it shows ``day``."""
+    """Step the week view forward until it shows ``day``, waiting for each week to be drawn
+    (checking before the calendar has drawn could page past the wanted week)."""
+    days = page.locator("#availability-calendar [role=columnheader][data-date]")
+    wanted = page.locator(f"#availability-calendar [role=columnheader][data-date='{day:%Y-%m-%d}']")
     for _ in range(3):
-        if page.locator(f"[role=columnheader][data-date='{day:%Y-%m-%d}']").count():
+        days.first.wait_for()
+        if wanted.count():
             return
+        shown = days.first.get_attribute("data-date")
         page.locator("#availability-calendar button[aria-label='下月']").click()
-    raise AssertionError(f"the calendar does not reach {day:%Y-%m-%d}")
+        expect(days.first).not_to_have_attribute("data-date", shown or "")
+    expect(wanted).to_have_count(1)
 
 
 def test_a_researcher_books_a_free_slot_on_the_calendar(

@@ -29,7 +29,7 @@ from instruments import service as instruments
 from instruments.rules import ApprovalMode
 from instruments.schemas import OpeningSpanIn, QualificationGrant
 from tests.browser.conftest import DESKTOP, PHONE, _new_page, log_in, screenshot
-from tests.browser.test_booking_flow import drag_across, tomorrow
+from tests.browser.test_booking_flow import drag_across, show_day, tomorrow
 from tests.factories import PASSWORD, make_organisation, make_user
 from tests.instruments.factories import make_facility, make_instrument
 
@@ -133,20 +133,6 @@ def bookings_at(seed_session: Seeder, instrument_id: int, start: datetime) -> li
                 )
             ).all()
         )
-
-
-def show_day(page: Any, day: datetime) -> None:
-    """Step the week view forward until it shows ``day``, waiting for each week to be drawn."""
-    days = page.locator("#availability-calendar [role=columnheader][data-date]")
-    wanted = page.locator(f"#availability-calendar [role=columnheader][data-date='{day:%Y-%m-%d}']")
-    for _ in range(3):
-        days.first.wait_for()
-        if wanted.count():
-            return
-        shown = days.first.get_attribute("data-date")
-        page.locator("#availability-calendar button[aria-label='下月']").click()
-        expect(days.first).not_to_have_attribute("data-date", shown or "")
-    expect(wanted).to_have_count(1)
 
 
 def find_and_pick(page: Any, lab: Lab, day: datetime, first_slot: str, last_slot: str) -> None:
