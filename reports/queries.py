@@ -678,6 +678,19 @@ def _bucket_grouping(bucket_table: Any | None) -> tuple[Any, ...]:
     return () if bucket_table is None else (bucket_table.c.idx,)
 
 
+def _in_scope(column: Any, conditions: list[Any]) -> list[Any]:
+    """Restrict an instrument-id column to the instruments the conditions allow (none: all)."""
+    if not conditions:
+        return []
+    return [
+        column.in_(
+            sa.select(col(Instrument.id))
+            .join(Facility, col(Facility.id) == Instrument.facility_id)
+            .where(*conditions)
+        )
+    ]
+
+
 def _usage_figures(
     session: Session,
     group_column: Any,
@@ -687,46 +700,63 @@ def _usage_figures(
     end: datetime,
     cells: dict[tuple[str, int], Sums],
 ) -> None:
-    """Effective, external, training and maintenance hours: one GROUP BY over usage records.
+    """Effective, external, training and maintenance hours: two GROUP BYs in one query.
 
-    Each record's clipped duration is computed once for the total and again only for the
-    records that are training, maintenance or external (the minority): effective hours are
-    the total less training and maintenance."""
+    The inner one sums clipped durations per instrument, kind and organisation of the user:
+    the index holds the records in that order, so the database reads them in one pass and
+    computes each duration once, without sorting. The outer one adds those few rows up per
+    group, telling kinds and internal from external apart."""
     usage = UsageRecord.__table__.c  # type: ignore[attr-defined]
     index, bucket_start, bucket_end = _bucket_columns(bucket_table, start, end)
-    clipped = _clipped_hours(usage.started_at, usage.ended_at, bucket_start, bucket_end)
+    inner = sa.select(
+        usage.instrument_id,
+        usage.kind,
+        usage.organisation_id,
+        index.label("idx"),
+        sa.func.sum(
+            _clipped_hours(usage.started_at, usage.ended_at, bucket_start, bucket_end)
+        ).label("hours"),
+        sa.func.count().label("records"),
+    ).select_from(UsageRecord.__table__)  # type: ignore[attr-defined]
+    sums = (
+        _bucket_join(inner, bucket_table, usage.started_at, usage.ended_at)
+        .where(
+            usage.started_at < end,
+            usage.ended_at > start,
+            *_in_scope(usage.instrument_id, conditions),
+        )
+        .group_by(
+            usage.instrument_id, usage.kind, usage.organisation_id, *_bucket_grouping(bucket_table)
+        )
+        .subquery("usage_sums")
+    )
     not_effective = [UsageKind.TRAINING.value, UsageKind.MAINTENANCE.value]
     external = sa.and_(
-        usage.kind.not_in(not_effective),
+        sums.c.kind.not_in(not_effective),
         sa.or_(
-            usage.organisation_id.is_(None), usage.organisation_id != col(Facility.organisation_id)
+            sums.c.organisation_id.is_(None),
+            sums.c.organisation_id != col(Facility.organisation_id),
         ),
-    )
-    query = sa.select(
-        index.label("idx"),
-        group_column.label("key"),
-        sa.func.sum(clipped).label("total"),
-        sa.func.sum(sa.case((external, clipped), else_=0.0)).label("external"),
-        sa.func.sum(sa.case((usage.kind == UsageKind.TRAINING.value, clipped), else_=0.0)).label(
-            "training"
-        ),
-        sa.func.sum(sa.case((usage.kind == UsageKind.MAINTENANCE.value, clipped), else_=0.0)).label(
-            "maintenance"
-        ),
-        sa.func.count().label("records"),
-    ).select_from(
-        Instrument.__table__.join(  # type: ignore[attr-defined]
-            Facility.__table__,  # type: ignore[attr-defined]
-            col(Facility.id) == Instrument.facility_id,
-        ).join(
-            UsageRecord.__table__,  # type: ignore[attr-defined]
-            usage.instrument_id == col(Instrument.id),
-        )
     )
     query = (
-        _bucket_join(query, bucket_table, usage.started_at, usage.ended_at)
-        .where(usage.started_at < end, usage.ended_at > start, *conditions)
-        .group_by(*_bucket_grouping(bucket_table), group_column)
+        sa.select(
+            sums.c.idx,
+            group_column.label("key"),
+            sa.func.sum(sums.c.hours).label("total"),
+            sa.func.sum(sa.case((external, sums.c.hours), else_=0.0)).label("external"),
+            sa.func.sum(
+                sa.case((sums.c.kind == UsageKind.TRAINING.value, sums.c.hours), else_=0.0)
+            ).label("training"),
+            sa.func.sum(
+                sa.case((sums.c.kind == UsageKind.MAINTENANCE.value, sums.c.hours), else_=0.0)
+            ).label("maintenance"),
+            sa.func.sum(sums.c.records).label("records"),
+        )
+        .select_from(sums)
+        .join(Instrument, col(Instrument.id) == sums.c.instrument_id)
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .where(*conditions)
+        .group_by(sums.c.idx, group_column)
     )
     for bucket_index, key, total, external_hours, training, maintenance, records in session.execute(
         query
@@ -736,7 +766,7 @@ def _usage_figures(
         cell.external_hours += external_hours or 0.0
         cell.training_hours += training or 0.0
         cell.maintenance_hours += maintenance or 0.0
-        cell.usage_records += records
+        cell.usage_records += int(records or 0)  # PostgreSQL sums bigints as numeric
 
 
 def _booking_figures(
@@ -748,62 +778,77 @@ def _booking_figures(
     end: datetime,
     cells: dict[tuple[str, int], Sums],
 ) -> None:
-    """Booked hours and the counts behind the no-show and late-cancel rates: one GROUP BY."""
+    """Booked hours and the counts behind the no-show and late-cancel rates: as for usage,
+    an inner GROUP BY per instrument and status in the index's order, then per group."""
     booking = Booking.__table__.c  # type: ignore[attr-defined]
     index, bucket_start, bucket_end = _bucket_columns(bucket_table, start, end)
-    starts_here = [booking.start_at >= bucket_start, booking.start_at < bucket_end]
-
-    def count(*condition: Any) -> Any:
-        # The status first: most rows fail it at once.
-        return sa.func.sum(sa.case((sa.and_(*condition, *starts_here), 1), else_=0))
-
-    query = sa.select(
+    starts_here = sa.and_(booking.start_at >= bucket_start, booking.start_at < bucket_end)
+    inner = sa.select(
+        booking.instrument_id,
+        booking.status,
+        booking.late_cancellation,
+        booking.replaced_by_id,
         index.label("idx"),
-        group_column.label("key"),
         sa.func.sum(
-            sa.case(
-                (
-                    booking.status.in_([s.value for s in BOOKED_STATUSES]),
-                    _clipped_hours(booking.start_at, booking.end_at, bucket_start, bucket_end),
-                ),
-                else_=0.0,
-            )
-        ).label("booked"),
-        count(booking.status.in_([s.value for s in MADE_STATUSES])).label("made"),
-        count(booking.status == BookingStatus.COMPLETED.value).label("completed"),
-        count(booking.status == BookingStatus.NO_SHOW.value).label("no_shows"),
-        # A move cancels the old booking with replaced_by_id: not a cancellation here.
-        count(
-            booking.status == BookingStatus.CANCELLED.value,
-            booking.late_cancellation.is_(True),
-            booking.replaced_by_id.is_(None),
-        ).label("late"),
-    ).select_from(
-        Instrument.__table__.join(  # type: ignore[attr-defined]
-            Facility.__table__,  # type: ignore[attr-defined]
-            col(Facility.id) == Instrument.facility_id,
-        ).join(
-            Booking.__table__,  # type: ignore[attr-defined]
-            booking.instrument_id == col(Instrument.id),
-        )
-    )
-    query = (
-        _bucket_join(query, bucket_table, booking.start_at, booking.end_at)
+            _clipped_hours(booking.start_at, booking.end_at, bucket_start, bucket_end)
+        ).label("hours"),
+        sa.func.sum(sa.case((starts_here, 1), else_=0)).label("starts"),
+    ).select_from(Booking.__table__)  # type: ignore[attr-defined]
+    sums = (
+        _bucket_join(inner, bucket_table, booking.start_at, booking.end_at)
         .where(
             booking.start_at < end,
             booking.end_at > start,
             booking.status.in_([s.value for s in (*MADE_STATUSES, BookingStatus.CANCELLED)]),
-            *conditions,
+            *_in_scope(booking.instrument_id, conditions),
         )
-        .group_by(*_bucket_grouping(bucket_table), group_column)
+        .group_by(
+            booking.instrument_id,
+            booking.status,
+            booking.late_cancellation,
+            booking.replaced_by_id,
+            *_bucket_grouping(bucket_table),
+        )
+        .subquery("booking_sums")
+    )
+
+    def starts(*condition: Any) -> Any:
+        return sa.func.sum(sa.case((sa.and_(*condition), sums.c.starts), else_=0))
+
+    query = (
+        sa.select(
+            sums.c.idx,
+            group_column.label("key"),
+            sa.func.sum(
+                sa.case(
+                    (sums.c.status.in_([s.value for s in BOOKED_STATUSES]), sums.c.hours),
+                    else_=0.0,
+                )
+            ).label("booked"),
+            starts(sums.c.status.in_([s.value for s in MADE_STATUSES])).label("made"),
+            starts(sums.c.status == BookingStatus.COMPLETED.value).label("completed"),
+            starts(sums.c.status == BookingStatus.NO_SHOW.value).label("no_shows"),
+            # A move cancels the old booking with replaced_by_id: not a cancellation here.
+            starts(
+                sums.c.status == BookingStatus.CANCELLED.value,
+                sums.c.late_cancellation.is_(True),
+                sums.c.replaced_by_id.is_(None),
+            ).label("late"),
+        )
+        .select_from(sums)
+        .join(Instrument, col(Instrument.id) == sums.c.instrument_id)
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .where(*conditions)
+        .group_by(sums.c.idx, group_column)
     )
     for bucket_index, key, booked, made, completed, no_shows, late in session.execute(query):
         cell = cells[(_label_key(key), bucket_index)]
         cell.booked_hours += booked or 0.0
-        cell.bookings += made or 0
-        cell.completed += completed or 0
-        cell.no_shows += no_shows or 0
-        cell.late_cancellations += late or 0
+        # PostgreSQL sums bigints as numeric: counts come back as Decimal there.
+        cell.bookings += int(made or 0)
+        cell.completed += int(completed or 0)
+        cell.no_shows += int(no_shows or 0)
+        cell.late_cancellations += int(late or 0)
 
 
 def _service_pairs(group_by: GroupBy, scope: ReportScope, filters: ReportFilter) -> Any:
@@ -858,7 +903,7 @@ def _testing_figures(
     )
     used_services: set[int] = set()
     for key, index, service_id, accepted in session.execute(accepted_query):
-        cells[(_label_key(key), index)].samples_accepted += accepted or 0
+        cells[(_label_key(key), index)].samples_accepted += int(accepted or 0)
         if accepted:
             used_services.add(service_id)
     # Capacity: active services, and inactive ones that still accepted samples in the period.

@@ -14,14 +14,14 @@ down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-USAGE_COLUMNS = ["instrument_id", "started_at", "ended_at", "kind", "organisation_id"]
+USAGE_COLUMNS = ["instrument_id", "kind", "organisation_id", "started_at", "ended_at"]
 BOOKING_COLUMNS = [
     "instrument_id",
-    "start_at",
-    "end_at",
     "status",
     "late_cancellation",
     "replaced_by_id",
+    "start_at",
+    "end_at",
 ]
 
 

@@ -53,6 +53,11 @@ def test_a_lab_manager_sees_only_its_own_facilities(
     assert export.status_code == 404
     low = client.get("/api/v1/reports/low-use", params=OCTOBER, headers=headers).json()
     assert {item["asset_code"] for item in low["items"]} == {"RPT-A", "RPT-B"}
+    first = client.get(
+        "/api/v1/reports/low-use", params=OCTOBER | {"page_size": 1}, headers=headers
+    ).json()
+    assert [item["asset_code"] for item in first["items"]] == ["RPT-B"]  # the lowest first
+    assert first["total"] == 2
 
 
 @pytest.mark.parametrize("who", ["researcher", "finance"])

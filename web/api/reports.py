@@ -22,7 +22,7 @@ from instruments.rules import Category
 from reports import export, queries, rules
 from reports.queries import ReportFilter
 from reports.rules import GroupBy, LowUseRules, PeriodKind, ReportFormat, report_scope
-from web.deps import ApiPrincipal, AppSettings, DbSession
+from web.deps import ApiPrincipal, AppSettings, DbSession, Pagination
 from web.routing import TransactionalRoute
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"], route_class=TransactionalRoute)
@@ -225,6 +225,7 @@ def low_use(
     principal: ApiPrincipal,
     session: DbSession,
     settings: AppSettings,
+    page: Pagination,
     start: FromDate = None,
     end: ToDate = None,
     threshold: Annotated[
@@ -236,9 +237,9 @@ def low_use(
     cluster: str | None = None,
     district: Annotated[str | None, Query(max_length=40)] = None,
 ) -> dict[str, Any]:
-    """Instruments (not retired) under the utilization threshold for the period, lowest first,
-    each with its reasons (long outages, few bookings, many no-shows) and whether it is a
-    large instrument (≥ 500,000 yuan)."""
+    """Instruments (not retired) under the utilization threshold for the period, lowest
+    first (paginated: ``page``, ``page_size``), each with its reasons (long outages, few
+    bookings, many no-shows) and whether it is a large instrument (≥ 500,000 yuan)."""
     scope = report_scope(principal)
     report_filter, problems = _filters(
         None, facility_id, organisation_id, category, cluster, district
@@ -261,7 +262,7 @@ def low_use(
         "from": start.isoformat(),
         "to": end.isoformat(),
         "threshold": threshold,
-        "items": items,
+        "items": items[page.offset : page.offset + page.page_size],
         "total": len(items),
         "definitions": rules.definitions(),
     }
