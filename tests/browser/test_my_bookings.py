@@ -90,7 +90,7 @@ def test_a_researcher_cancels_a_booking_from_my_bookings(page: Any, seeded: Seed
     screenshot(page, "my-bookings")
 
     row.locator("summary", has_text="取消").click()
-    row.get_by_label("原因（可选）").fill("实验计划调整")
+    row.get_by_label("理由（可选）").fill("实验计划调整")
     row.get_by_role("button", name="取消预约").click()
     page.wait_for_load_state("networkidle")
 

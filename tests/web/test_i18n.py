@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
+from babel.messages.pofile import read_po
 
 from web import i18n
 
@@ -68,3 +69,20 @@ def test_a_missing_translation_falls_back_to_english_and_is_logged(
 
     assert shown == message
     assert [r.name for r in caplog.records if message in r.getMessage()] == ["labshare.i18n"]
+
+
+def test_a_message_has_one_translation_in_every_catalogue() -> None:
+    """Each area keeps its own .po file; the same English id must read the same everywhere
+    (the merged catalogue would otherwise show whichever file loaded last)."""
+    translations: dict[str, dict[str, list[str]]] = {}
+    for path in sorted((i18n.LOCALE_DIR / "zh_CN" / "LC_MESSAGES").glob("*.po")):
+        with path.open("rb") as handle:
+            for message in read_po(handle, locale="zh_CN"):
+                if message.id and isinstance(message.id, str) and message.string:
+                    translations.setdefault(message.id, {}).setdefault(
+                        str(message.string), []
+                    ).append(path.name)
+
+    differing = {msgid: found for msgid, found in translations.items() if len(found) > 1}
+
+    assert differing == {}

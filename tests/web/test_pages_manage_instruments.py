@@ -333,7 +333,7 @@ def test_a_second_form_with_a_taken_asset_code_is_refused_next_to_the_field(
     answer = manager_client.post("/manage/instruments/new", data=form)
 
     assert answer.status_code == 409
-    assert "已被登记" in answer.text.split('id="f-asset_code-error"', 1)[1].split("</p>")[0]
+    assert "已登记" in answer.text.split('id="f-asset_code-error"', 1)[1].split("</p>")[0]
 
 
 def test_a_new_instrument_in_another_facility_is_not_found(
@@ -668,7 +668,7 @@ def test_granting_to_an_unknown_address_or_on_another_facility_is_refused(
     unknown = manager_client.post("/manage/qualifications", data=form)
     assert unknown.status_code == 422
     assert 'value="nobody@example.cn"' in unknown.text
-    assert "没有用户" in unknown.text.split('id="f-email-error"', 1)[1].split("</p>", 1)[0]
+    assert "没有使用该电子邮箱的用户" in unknown.text.split('id="f-email-error"', 1)[1].split("</p>", 1)[0]
 
     trainee = make_user(session, roles=[Role.RESEARCHER])
     foreign = form | {"email": trainee.email, "instrument_id": str(lab.other_instrument.id)}
