@@ -991,6 +991,9 @@ def _turnaround_medians(
         )
         for row in session.execute(query):
             *names, median, count = row
+            if median is None:
+                # No reported request at all: an ungrouped aggregate still answers one row.
+                continue
             key = _label_key(names.pop(0)) if by_key else None
             index = names.pop(0) if by_bucket else None
             medians[(key, index)] = float(median)

@@ -290,6 +290,7 @@ def test_the_language_chosen_follows_the_user_through_every_area(
         ("/my/bookings", "h1", "我的预约", "My bookings"),
         ("/manage", "h1", "管理概览", "Manager dashboard"),
         ("/manage/approvals", "h1", "审批队列", "Approval queue"),
+        ("/reports", "h1", "利用率看板", "Utilization dashboard"),
         ("/notifications", "h1", "消息通知", "Notifications"),
         ("/account", "h1", "我的账户", "My account"),
     ]

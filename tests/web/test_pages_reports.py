@@ -535,12 +535,6 @@ def test_top_and_bottom_instruments_never_share_one(
     assert [int(i["key"]) for i in least] == bottom
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="reports.queries._turnaround_medians: with no reported sample request the totals' "
-    "median query returns one row of NULLs and float(None) fails; remove this marker with the fix",
-)
 def test_a_platform_without_sample_requests_has_a_dashboard_too(
     client: TestClient, session: Session
 ) -> None:
