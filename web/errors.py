@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import DomainError
@@ -110,6 +110,9 @@ def _validation_errors(exc: RequestValidationError) -> tuple[str, list[dict[str,
     return detail, errors
 
 
+OUT_OF_RANGE = "A value is outside the range the platform accepts."
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError) -> Response:
@@ -148,6 +151,20 @@ def install_error_handlers(app: FastAPI) -> None:
                 headers={"Retry-After": "1"},
             )
         return await unexpected(request, exc)
+
+    # A value the database cannot hold (an id past its integer range, a year 9999 plus a day)
+    # is bad input, not a server fault. Routes should refuse such values themselves, with the
+    # field named; this keeps one they miss from becoming a 500. Logged with the trace so the
+    # route can be fixed.
+    @app.exception_handler(DataError)
+    async def value_out_of_range(request: Request, exc: DataError) -> Response:
+        log.warning("a value out of the database's range reached it", exc_info=exc)
+        return _respond(request, 422, OUT_OF_RANGE, "value_out_of_range")
+
+    @app.exception_handler(OverflowError)
+    async def overflow(request: Request, exc: OverflowError) -> Response:
+        log.warning("a value out of range overflowed", exc_info=exc)
+        return _respond(request, 422, OUT_OF_RANGE, "value_out_of_range")
 
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> Response:

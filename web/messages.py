@@ -22,6 +22,7 @@ DOMAIN_MESSAGES = [
     N_("Authentication required."),
     N_("You may not do this."),
     N_("Internal error. It has been logged."),
+    N_("A value is outside the range the platform accepts."),
     N_("not found"),
     N_("method not allowed"),
     N_("researcher"),
