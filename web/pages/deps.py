@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import Depends, Form, Request
+from fastapi import Depends, Form, Path, Request
 
 from core.auth.principal import Principal, load_principal
 from core.errors import DomainError
@@ -92,3 +93,30 @@ def errors_by_field(exc: DomainError) -> dict[str, str | list[str]]:
     if general:
         errors[""] = general
     return errors
+
+
+# The largest id a database integer column holds: a larger one names no object.
+MAX_ID = 2**31 - 1
+ObjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def parse_id(text: str | None) -> int | None:
+    """An object id typed or posted as text: ASCII digits within MAX_ID, else None.
+
+    ``str.isdigit`` also accepts "²" or Arabic-Indic digits, which ``int`` then refuses or
+    reads as an id the database cannot hold; only 0-9 are taken here.
+    """
+    value = (text or "").strip()
+    if not value or len(value) > 10 or not all("0" <= c <= "9" for c in value):
+        return None
+    number = int(value)
+    return number if 1 <= number <= MAX_ID else None
+
+
+# The years the platform plans for: a date outside them is refused next to its field.
+EARLIEST_YEAR, LATEST_YEAR = 2000, 2100
+
+
+def within_calendar(moment: date) -> bool:
+    """Whether a date (or datetime) lies in the years the platform plans for."""
+    return EARLIEST_YEAR <= moment.year <= LATEST_YEAR
