@@ -559,3 +559,82 @@ def test_the_audit_log_filters_by_entity_and_actor(
     assert "organisation.created" not in by_actor.text  # created by the factory, not the admin
     assert unknown_actor.status_code == 422
     assert 'id="f-actor-error"' in unknown_actor.text
+
+
+# ---- ids no database holds ----------------------------------------------------------------
+
+BAD_IDS = [str(2**40), "²"]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+@pytest.mark.parametrize(
+    ("method", "path", "data"),
+    [
+        ("get", "/admin/users/{bad}", {}),
+        ("get", "/admin/organisations/{bad}", {}),
+        ("get", "/admin/users?organisation_id={bad}", {}),
+        ("get", "/admin/audit?actor={bad}", {}),
+        ("post", "/admin/users/{bad}", {"name": "某人", "locale": "zh-CN"}),
+        ("post", "/admin/organisations/{bad}", {"name": "某单位"}),
+        ("post", "/admin/users/{user}/roles", {"role": "lab_manager", "scope": "facility:{bad}"}),
+        ("post", "/admin/users/{user}/roles", {"role": "finance", "scope": "organisation:{bad}"}),
+        ("post", "/admin/users/{user}/roles/{bad}/revoke", {}),
+        ("post", "/admin/users", {"email": "n@ex.cn", "name": "N", "organisation_id": "{bad}"}),
+        ("post", "/admin/users/{user}", {"name": "M", "locale": "en", "organisation_id": "{bad}"}),
+        ("post", "/admin/deliveries/{bad}/retry", {}),
+    ],
+)  # fmt: skip
+def test_an_id_no_database_holds_is_refused_not_a_crash(
+    client: TestClient,
+    session: Session,
+    admin: User,
+    method: str,
+    path: str,
+    data: dict[str, str],
+    bad: str,
+) -> None:
+    user = make_user(session)
+    url = path.format(bad=bad, user=user.id)
+    token = csrf_from(client.get("/admin/users/new").text)
+
+    if method == "get":
+        answer = client.get(url, follow_redirects=False)
+    else:
+        posted = {k: v.format(bad=bad) for k, v in data.items()}
+        answer = client.post(url, data={"csrf_token": token, **posted}, follow_redirects=False)
+
+    assert answer.status_code < 500
+    if method == "post":
+        assert answer.status_code in (404, 422)
+
+
+def test_a_refused_role_keeps_the_chosen_role_and_scope(
+    client: TestClient, session: Session, admin: User
+) -> None:
+    user = make_user(session)
+    facility = make_facility(session)
+    path = f"/admin/users/{user.id}"
+
+    answer = submit(
+        client, path, f"{path}/roles", {"role": "planner", "scope": f"facility:{facility.id}"}
+    )
+
+    assert answer.status_code == 422
+    assert '<option value="planner" selected>' in answer.text
+    assert f'<option value="facility:{facility.id}" selected>' in answer.text
+
+
+def test_failed_deliveries_name_their_event_and_channel_in_words(
+    client: TestClient, session: Session, admin: User
+) -> None:
+    park_a_delivery(session, "first@example.cn")
+    park_a_delivery(session, "second@example.cn")
+
+    page = client.get("/admin/deliveries").text
+
+    assert "booking.confirmed" not in page
+    assert ">email<" not in page
+    names = re.findall(r"<button type=\"submit\">(.*?)</button>", page, re.S)
+    retry_names = [re.sub(r"<[^>]+>", "", n) for n in names if "visually-hidden" in n]
+    assert len(retry_names) == 2
+    assert len(set(retry_names)) == 2

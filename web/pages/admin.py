@@ -33,7 +33,7 @@ from core.accounts.schemas import (
     UserUpdate,
 )
 from core.auth.principal import Principal
-from core.errors import Conflict, DomainError, PermissionDenied
+from core.errors import DomainError, PermissionDenied
 from core.events import OutboxEvent
 from core.places import DISTRICTS, Cluster, cluster_for_district
 from instruments import queries as instrument_queries
@@ -42,7 +42,7 @@ from notifications.models import Delivery, DeliveryStatus
 from web.deps import DbSession
 from web.i18n import LOCALE_NAMES
 from web.messages import N_
-from web.pages.deps import CsrfChecked, PagePrincipal
+from web.pages.deps import CsrfChecked, ObjectId, PagePrincipal, parse_id
 from web.routing import TransactionalRoute
 from web.templating import render
 
@@ -80,6 +80,36 @@ SCOPE_KINDS = {
     ScopeKind.PLATFORM: N_("Platform-wide"),
     ScopeKind.ORGANISATION: N_("Organisation"),
     ScopeKind.FACILITY: N_("Facility"),
+}
+
+# Event topics and channels of a delivery, in words (notifications.rules names the topics).
+TOPIC_LABELS = {
+    "booking.requested": N_("Booking requested"),
+    "booking.confirmed": N_("Booking confirmed"),
+    "booking.rejected": N_("Booking rejected"),
+    "booking.cancelled": N_("Booking cancelled"),
+    "booking.rescheduled": N_("Booking rescheduled"),
+    "booking.moved": N_("Booking moved by the facility"),
+    "booking.expired": N_("Booking request expired"),
+    "booking.no_show": N_("No-show recorded"),
+    "booking.flagged": N_("Booking affected by an outage"),
+    "booking.handed_over": N_("Booking handed over"),
+    "booking.reminder": N_("Booking reminder"),
+    "booking.checked_in": N_("Booking checked in"),
+    "booking.completed": N_("Booking completed"),
+    "booking.offer_expired": N_("Waitlist offer expired"),
+    "waitlist.offered": N_("Waitlist offer"),
+    "service_request.submitted": N_("Sample request submitted"),
+    "service_request.accepted": N_("Sample request accepted"),
+    "service_request.rejected": N_("Sample request rejected"),
+    "service_request.in_progress": N_("Sample request in testing"),
+    "service_request.completed": N_("Sample request completed"),
+    "service_request.reported": N_("Test report ready"),
+}
+CHANNEL_LABELS = {
+    "email": N_("E-mail"),
+    "in_app": N_("In the app"),
+    "webhook": N_("Webhook"),
 }
 
 # Messages of the services that these pages show as they are (they carry no values).
@@ -220,37 +250,61 @@ def new_form_key() -> str:
     return secrets.token_urlsafe(16)
 
 
-def _sent_before(session: Session, principal: Principal, form_key: str) -> str | None:
-    """Where the first submission of this form went, if it was sent before (a double click)."""
+def _claim_sent(
+    session: Session, principal: Principal, form_key: str
+) -> tuple[IdempotencyRecord | None, str | None]:
+    """Take a form's one-time key before acting on it: ``(record, None)`` the first time,
+    ``(None, location)`` when the form was sent before (where its first submission went).
+
+    The key is unique per user in the database, so of two submissions racing each other the
+    second waits for the first to commit and then finds where it led (a double click lands
+    on the same page, not on a conflict)."""
     if not form_key:
-        return None
-    earlier = session.exec(
+        return None, None
+    key = FORM_KEY_PREFIX + form_key[:150]
+    earlier = _sent(session, principal, key)
+    if earlier is None:
+        record = IdempotencyRecord(
+            user_id=principal.user_id,
+            key=key,
+            request_hash="admin-form",
+            status_code=303,
+            response={},
+        )
+        try:
+            with session.begin_nested():
+                session.add(record)
+                session.flush()
+            return record, None
+        except IntegrityError:
+            earlier = _sent(session, principal, key)
+            if earlier is None:
+                raise
+    return None, str(earlier.response.get("location") or "/admin")
+
+
+def _sent(session: Session, principal: Principal, key: str) -> IdempotencyRecord | None:
+    return session.exec(
         select(IdempotencyRecord).where(
-            IdempotencyRecord.user_id == principal.user_id,
-            IdempotencyRecord.key == FORM_KEY_PREFIX + form_key[:150],
+            IdempotencyRecord.user_id == principal.user_id, IdempotencyRecord.key == key
         )
     ).first()
-    return str(earlier.response.get("location", "/admin")) if earlier else None
 
 
-def _remember_sent(session: Session, principal: Principal, form_key: str, location: str) -> None:
-    if not form_key:
-        return
-    try:
-        with session.begin_nested():
-            session.add(
-                IdempotencyRecord(
-                    user_id=principal.user_id,
-                    key=FORM_KEY_PREFIX + form_key[:150],
-                    request_hash="admin-form",
-                    status_code=303,
-                    response={"location": location},
-                )
-            )
-            session.flush()
-    except IntegrityError as exc:
-        # The same form raced itself: the other submission wins, this one changes nothing.
-        raise Conflict("This form was already sent.", code="form_already_sent") from exc
+def _answered(session: Session, record: IdempotencyRecord | None, location: str) -> str:
+    """Remember where the form's first submission led (its twin is sent there too)."""
+    if record is not None:
+        record.response = {"location": location}
+        session.add(record)
+        session.flush()
+    return location
+
+
+def _unclaim(session: Session, record: IdempotencyRecord | None) -> None:
+    """A refused form gives its key back, so that the corrected form can be sent with it."""
+    if record is not None:
+        session.delete(record)
+        session.flush()
 
 
 def _blank_to_none(values: Mapping[str, str], *names: str) -> dict[str, Any]:
@@ -417,8 +471,7 @@ def create_organisation(
     session: DbSession,
     fields: PostedFields,
 ) -> Response:
-    form_key = fields.get("form_key", "")
-    earlier = _sent_before(session, principal, form_key)
+    claimed, earlier = _claim_sent(session, principal, fields.get("form_key", ""))
     if earlier:
         return RedirectResponse(earlier, status_code=303)
     values = _organisation_values(fields)
@@ -426,21 +479,22 @@ def create_organisation(
         data = _parse(OrganisationCreate, {k: values.get(k) for k in ORGANISATION_FIELDS})
         organisation = accounts.create_organisation(session, actor_id=principal.user_id, data=data)
     except FormInvalid as invalid:
+        _unclaim(session, claimed)
         return _organisation_form(
             request, values=values, errors=invalid.errors, status_code=invalid.status_code
         )
     except DomainError as exc:
+        _unclaim(session, claimed)
         return _organisation_form(
             request, values=values, errors=domain_errors(exc), status_code=exc.status_code
         )
-    location = f"/admin/organisations/{organisation.id}?saved=1"
-    _remember_sent(session, principal, form_key, location)
+    location = _answered(session, claimed, f"/admin/organisations/{organisation.id}?saved=1")
     return RedirectResponse(location, status_code=303)
 
 
 @router.get("/admin/organisations/{organisation_id}")
 def organisation_page(
-    request: Request, organisation_id: int, principal: AdminPrincipal, session: DbSession
+    request: Request, organisation_id: ObjectId, principal: AdminPrincipal, session: DbSession
 ) -> Response:
     organisation = accounts.get_organisation(session, organisation_id)
     values = organisation.model_dump(include=set(ORGANISATION_FIELDS))
@@ -450,7 +504,7 @@ def organisation_page(
 @router.post("/admin/organisations/{organisation_id}")
 def update_organisation(
     request: Request,
-    organisation_id: int,
+    organisation_id: ObjectId,
     _csrf: CsrfChecked,
     principal: AdminPrincipal,
     session: DbSession,
@@ -508,7 +562,7 @@ def user_list(
     role: Annotated[str, Query(max_length=20)] = "",
     page: PageNumber = 1,
 ) -> Response:
-    chosen_org = int(organisation_id) if organisation_id.isdigit() else None
+    chosen_org = parse_id(organisation_id)
     chosen_role = Role(role) if role in Role.__members__.values() else None
     rows, total = account_queries.list_users(
         session,
@@ -593,8 +647,7 @@ def create_user(
     session: DbSession,
     fields: PostedFields,
 ) -> Response:
-    form_key = fields.get("form_key", "")
-    earlier = _sent_before(session, principal, form_key)
+    claimed, earlier = _claim_sent(session, principal, fields.get("form_key", ""))
     if earlier:
         return RedirectResponse(earlier, status_code=303)
     values = _blank_to_none(fields, "organisation_id", "password", "role")
@@ -604,6 +657,7 @@ def create_user(
     try:
         if role is not None and role not in {r.value for r in INITIAL_ROLES}:
             raise FormInvalid({"role": BY_VALIDATION_TYPE["enum"]}, 422)
+        _check_organisation_id(values["organisation_id"])
         data = _parse(
             UserCreate,
             {
@@ -617,16 +671,17 @@ def create_user(
         )
         user = accounts.create_user(session, actor_id=principal.user_id, data=data)
     except FormInvalid as invalid:
+        _unclaim(session, claimed)
         return _new_user_form(
             request, session, values=shown, errors=invalid.errors, status_code=invalid.status_code
         )
     except DomainError as exc:
+        _unclaim(session, claimed)
         return _new_user_form(
             request, session, values=shown, errors=domain_errors(exc), status_code=exc.status_code
         )
     assert user.id is not None
-    location = f"/admin/users/{user.id}?created=1"
-    _remember_sent(session, principal, form_key, location)
+    location = _answered(session, claimed, f"/admin/users/{user.id}?created=1")
     response = RedirectResponse(location, status_code=303)
     if generated:
         _show_password_once(request, response, user.id, generated)
@@ -641,6 +696,7 @@ def _user_page(
     values: Mapping[str, Any] | None = None,
     errors: Errors | None = None,
     role_errors: Errors | None = None,
+    role_values: Mapping[str, str] | None = None,
     password_errors: Errors | None = None,
     status_code: int = 200,
 ) -> Response:
@@ -681,6 +737,7 @@ def _user_page(
             "values": values if values is not None else _user_values(user),
             "errors": errors or {},
             "role_errors": role_errors or {},
+            "role_values": role_values or {},
             "password_errors": password_errors or {},
             "new_password": password,
             "grant_roles": [(r.value, ROLES[r]) for r in Role],
@@ -708,7 +765,7 @@ def _user_values(user: User) -> dict[str, Any]:
 
 @router.get("/admin/users/{user_id}")
 def user_page(
-    request: Request, user_id: int, principal: AdminPrincipal, session: DbSession
+    request: Request, user_id: ObjectId, principal: AdminPrincipal, session: DbSession
 ) -> Response:
     return _user_page(request, session, accounts.get_user(session, user_id))
 
@@ -716,7 +773,7 @@ def user_page(
 @router.post("/admin/users/{user_id}")
 def update_user(
     request: Request,
-    user_id: int,
+    user_id: ObjectId,
     _csrf: CsrfChecked,
     principal: AdminPrincipal,
     session: DbSession,
@@ -726,6 +783,7 @@ def update_user(
     values = _blank_to_none(fields, "organisation_id")
     values["is_active"] = _checked(fields, "is_active")
     try:
+        _check_organisation_id(values["organisation_id"])
         data = _parse(
             UserUpdate,
             {
@@ -750,9 +808,17 @@ def update_user(
     return RedirectResponse(f"/admin/users/{user_id}?saved=1", status_code=303)
 
 
+def _check_organisation_id(organisation_id: str | None) -> None:
+    """A posted organisation is one of the choices: an id a database can hold, or none."""
+    if organisation_id is not None and parse_id(organisation_id) is None:
+        raise FormInvalid({"organisation_id": BY_VALIDATION_TYPE["enum"]}, 422)
+
+
 def _grant_from(fields: Mapping[str, str]) -> RoleGrant:
     """The role form's scope reads ``platform``, ``organisation:<id>`` or ``facility:<id>``."""
     kind, _sep, scope_id = (fields.get("scope") or "platform").partition(":")
+    if scope_id and parse_id(scope_id) is None:
+        raise FormInvalid({"scope": BY_VALIDATION_TYPE["enum"]}, 422)
     return _parse(
         RoleGrant,
         {
@@ -766,7 +832,7 @@ def _grant_from(fields: Mapping[str, str]) -> RoleGrant:
 @router.post("/admin/users/{user_id}/roles")
 def grant_role(
     request: Request,
-    user_id: int,
+    user_id: ObjectId,
     _csrf: CsrfChecked,
     principal: AdminPrincipal,
     session: DbSession,
@@ -779,14 +845,16 @@ def grant_role(
     except FormInvalid as invalid:
         errors = {("role" if k != "role" else k): v for k, v in invalid.errors.items()}
         return _user_page(
-            request, session, user, role_errors=errors, status_code=invalid.status_code
-        )
+            request, session, user, role_errors=errors, role_values=fields,
+            status_code=invalid.status_code,
+        )  # fmt: skip
     except DomainError as exc:
         session.rollback()
         errors = domain_errors(exc)
         return _user_page(
             request, session, accounts.get_user(session, user_id),
             role_errors={"role": errors.get("role") or errors.get("") or INVALID_VALUE},
+            role_values=fields,
             status_code=exc.status_code,
         )  # fmt: skip
     return RedirectResponse(f"/admin/users/{user_id}?granted=1", status_code=303)
@@ -794,8 +862,8 @@ def grant_role(
 
 @router.post("/admin/users/{user_id}/roles/{assignment_id}/revoke")
 def revoke_role(
-    user_id: int,
-    assignment_id: int,
+    user_id: ObjectId,
+    assignment_id: ObjectId,
     _csrf: CsrfChecked,
     principal: AdminPrincipal,
     session: DbSession,
@@ -809,7 +877,7 @@ def revoke_role(
 @router.post("/admin/users/{user_id}/password")
 def set_password(
     request: Request,
-    user_id: int,
+    user_id: ObjectId,
     _csrf: CsrfChecked,
     principal: AdminPrincipal,
     session: DbSession,
@@ -844,13 +912,18 @@ def delivery_list(
     return render(
         request,
         "admin/deliveries.html",
-        {"deliveries": rows, "pager": pager("/admin/deliveries", page, total, {})},
+        {
+            "deliveries": rows,
+            "pager": pager("/admin/deliveries", page, total, {}),
+            "topic_labels": TOPIC_LABELS,
+            "channel_labels": CHANNEL_LABELS,
+        },
     )
 
 
 @router.post("/admin/deliveries/{delivery_id}/retry")
 def retry_delivery(
-    delivery_id: int, _csrf: CsrfChecked, principal: AdminPrincipal, session: DbSession
+    delivery_id: ObjectId, _csrf: CsrfChecked, principal: AdminPrincipal, session: DbSession
 ) -> Response:
     notifications.retry_failed(session, actor_id=principal.user_id, delivery_id=delivery_id)
     return RedirectResponse("/admin/deliveries?retried=1", status_code=303)
@@ -913,7 +986,7 @@ def audit_log(
 
 def _actor_id(session: Session, actor: str) -> int | None:
     """The audit filter takes a user's id or e-mail address."""
-    if actor.isdigit():
-        return int(actor)
+    if (chosen := parse_id(actor)) is not None:
+        return chosen
     found = session.exec(select(User.id).where(User.email == actor.strip().lower())).first()
     return int(found) if found is not None else None
