@@ -668,7 +668,10 @@ def test_granting_to_an_unknown_address_or_on_another_facility_is_refused(
     unknown = manager_client.post("/manage/qualifications", data=form)
     assert unknown.status_code == 422
     assert 'value="nobody@example.cn"' in unknown.text
-    assert "没有使用该电子邮箱的用户" in unknown.text.split('id="f-email-error"', 1)[1].split("</p>", 1)[0]
+    assert (
+        "没有使用该电子邮箱的用户"
+        in unknown.text.split('id="f-email-error"', 1)[1].split("</p>", 1)[0]
+    )
 
     trainee = make_user(session, roles=[Role.RESEARCHER])
     foreign = form | {"email": trainee.email, "instrument_id": str(lab.other_instrument.id)}
@@ -944,3 +947,184 @@ def test_where_the_platform_cancels_bookings_under_an_outage_the_page_says_so_an
     session.refresh(booking)
     assert booking.status == BookingStatus.CANCELLED
     assert "已取消：" in confirmed.text
+
+
+# --- Input a database cannot hold, repeated clicks, messages per language --------------------
+
+HUGE = str(2**40)
+
+
+@pytest.mark.parametrize("bad", [HUGE, "²"])
+def test_ids_past_the_database_range_or_not_ascii_digits_answer_4xx_not_500(
+    manager_client: TestClient, lab: Lab, bad: str
+) -> None:
+    facility, instrument = lab.facility.id, lab.instrument.id
+    for path in (
+        f"/manage/instruments?page={bad}",
+        f"/manage/instruments?facility_id={bad}",
+        f"/manage/facilities/{facility}/hours",
+        f"/manage/qualifications?instrument_id={bad}",
+        f"/manage/qualifications?page={bad}",
+        f"/manage/outages?upcoming={bad}&past={bad}",
+        f"/manage/service-requests?page={bad}",
+    ):
+        assert manager_client.get(path).status_code < 500, path
+    for path in (
+        f"/manage/instruments/{bad}/edit",
+        f"/manage/facilities/{bad}/hours",
+        f"/manage/outages/{bad}",
+        f"/manage/service-requests/{bad}",
+        f"/manage/facilities/{facility}/services/{bad}/edit",
+    ):
+        assert 400 <= manager_client.get(path).status_code < 500, path
+    form = form_of(manager_client, "/manage/qualifications")
+    token = form["csrf_token"]
+    posts = {
+        "/manage/qualifications": form | {"email": lab.manager.email, "instrument_id": bad},
+        f"/manage/qualifications/{bad}/revoke": {"csrf_token": token, "reason": "r"},
+        "/manage/outages": {
+            "csrf_token": token,
+            "target": f"instrument:{bad}",
+            "start": "2030-01-01T10:00",
+            "end": "2030-01-02T10:00",
+            "kind": "repair",
+        },
+        f"/manage/outages/{bad}/delete": {"csrf_token": token},
+        f"/manage/facilities/{facility}/closures/{bad}/delete": {"csrf_token": token},
+        f"/manage/service-requests/{bad}/accept": {"csrf_token": token},
+        f"/manage/service-requests/{bad}/reject": {"csrf_token": token, "reason": "r"},
+        f"/manage/instruments/{instrument}/edit": {"csrf_token": token, "facility_id": bad},
+    }
+    for path, data in posts.items():
+        assert manager_client.post(path, data=data).status_code < 500, path
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01", "9999-12-31"])
+def test_dates_at_the_ends_of_the_calendar_are_refused_next_to_their_field(
+    manager_client: TestClient, session: Session, lab: Lab, moment: str
+) -> None:
+    trainee = make_user(session, roles=[Role.RESEARCHER])
+    form = form_of(manager_client, "/manage/qualifications") | {
+        "email": trainee.email,
+        "instrument_id": str(lab.instrument.id),
+        "expires_on": moment,
+    }
+    granted = manager_client.post("/manage/qualifications", data=form)
+    assert granted.status_code == 422
+    assert "2000" in granted.text.split('id="f-expires_on-error"', 1)[1].split("</p>", 1)[0]
+
+    outage = form_of(manager_client, "/manage/outages") | {
+        "target": f"instrument:{lab.instrument.id}",
+        "start": f"{moment}T00:00",
+        "end": "2030-01-02T10:00",
+        "kind": "repair",
+    }
+    recorded = manager_client.post("/manage/outages", data=outage)
+    assert recorded.status_code == 422
+    assert "2000" in recorded.text.split('id="f-start-error"', 1)[1].split("</p>", 1)[0]
+
+
+def test_a_qualification_shows_the_last_day_it_is_valid_not_the_midnight_after(
+    manager_client: TestClient, session: Session, lab: Lab
+) -> None:
+    trainee = make_user(session, roles=[Role.RESEARCHER])
+    form = form_of(manager_client, "/manage/qualifications") | {
+        "email": trainee.email,
+        "instrument_id": str(lab.instrument.id),
+        "expires_on": "2099-12-31",
+    }
+    assert manager_client.post("/manage/qualifications", data=form).status_code == 200
+    listing = manager_client.get(f"/manage/qualifications?email={trainee.email}")
+    assert "2099-12-31" in listing.text
+    assert "2100-01-01" not in listing.text
+
+
+def test_a_second_click_on_a_request_action_lands_where_the_first_went(
+    manager_client: TestClient, submitted: dict
+) -> None:
+    request_id = submitted["submit"](1)
+    path = f"/manage/service-requests/{request_id}"
+    token = csrf_from(manager_client.get(path).text)
+    for action, data in (
+        ("accept", {}),
+        ("start", {}),
+    ):
+        for _ in range(2):
+            answer = manager_client.post(
+                f"{path}/{action}", data={"csrf_token": token} | data, follow_redirects=False
+            )
+            assert answer.status_code == 303, (action, answer.text[:300])
+            assert answer.headers["location"].startswith(path + "?done=")
+
+    rejected_id = submitted["submit"](1)
+    for _ in range(2):
+        answer = manager_client.post(
+            f"/manage/service-requests/{rejected_id}/reject",
+            data={"csrf_token": token, "reason": "样品不符合要求"},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303
+
+
+def test_a_second_click_on_delete_or_revoke_lands_where_the_first_went(
+    manager_client: TestClient, session: Session, lab: Lab
+) -> None:
+    outage = Outage(
+        facility_id=lab.facility.id,
+        instrument_id=lab.instrument.id,
+        start_at=datetime(2030, 1, 1, tzinfo=UTC),
+        end_at=datetime(2030, 1, 2, tzinfo=UTC),
+        kind="repair",
+    )
+    closure = FacilityClosure(
+        facility_id=lab.facility.id,
+        start_date=datetime(2030, 2, 1, tzinfo=UTC).date(),
+        end_date=datetime(2030, 2, 2, tzinfo=UTC).date(),
+    )
+    trainee = make_user(session, roles=[Role.RESEARCHER])
+    qualification = Qualification(
+        user_id=trainee.id, instrument_id=lab.instrument.id, granted_by_id=lab.manager.id
+    )
+    session.add_all([outage, closure, qualification])
+    session.flush()
+    token = csrf_from(manager_client.get("/manage/outages").text)
+    for path, data in (
+        (f"/manage/outages/{outage.id}/delete", {}),
+        (f"/manage/facilities/{lab.facility.id}/closures/{closure.id}/delete", {}),
+        (f"/manage/qualifications/{qualification.id}/revoke", {"reason": "离职"}),
+    ):
+        first, second = (
+            manager_client.post(path, data={"csrf_token": token} | data, follow_redirects=False)
+            for _ in range(2)
+        )
+        assert first.status_code == second.status_code == 303, (path, second.text[:300])
+        assert first.headers["location"] == second.headers["location"]
+        assert manager_client.get(second.headers["location"]).status_code == 200
+
+
+def test_a_refused_action_is_explained_in_chinese(
+    client: TestClient, session: Session, lab: Lab
+) -> None:
+    researcher = make_user(session, roles=[Role.RESEARCHER])
+    assert login_page(client, researcher.email).status_code == 303
+    token = csrf_from(client.get("/account").text)
+    for path in (f"/manage/instruments/{lab.instrument.id}/edit", "/manage/outages"):
+        refused = client.post(path, data={"csrf_token": token, "target": "facility:1"})
+        assert refused.status_code == 403
+        assert "管理员" in refused.text
+        assert "change it" not in refused.text
+        assert "record outages" not in refused.text
+
+
+def test_emptying_the_photo_address_saves_an_empty_one(
+    manager_client: TestClient, session: Session, lab: Lab
+) -> None:
+    lab.instrument.photo_url = "https://example.cn/photo.png"
+    session.add(lab.instrument)
+    session.flush()
+    path = f"/manage/instruments/{lab.instrument.id}/edit"
+    form = form_of(manager_client, path) | {"photo_url": ""}
+    saved = manager_client.post(path, data=form, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    session.refresh(lab.instrument)
+    assert lab.instrument.photo_url == ""

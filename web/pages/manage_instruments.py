@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
@@ -36,7 +36,14 @@ from core.clock import now
 from core.errors import Conflict, DomainError, NotFound, PermissionDenied, RuleViolation
 from core.money import MoneyError, fen_to_yuan, format_yuan, yuan_to_fen
 from instruments import queries, rules, service
-from instruments.models import Facility, FacilityClosure, Instrument, Outage, TestingService
+from instruments.models import (
+    Facility,
+    FacilityClosure,
+    Instrument,
+    Outage,
+    Qualification,
+    TestingService,
+)
 from instruments.rules import (
     CATEGORY_NAMES,
     ApprovalMode,
@@ -57,7 +64,14 @@ from instruments.schemas import (
 )
 from web.deps import AppSettings, DbSession
 from web.messages import N_
-from web.pages.deps import CsrfChecked, PagePrincipal, errors_by_field
+from web.pages.deps import (
+    CsrfChecked,
+    ObjectId,
+    PagePrincipal,
+    errors_by_field,
+    parse_id,
+    within_calendar,
+)
 from web.retry import commit_with_retries
 from web.routing import TransactionalRoute
 from web.templating import locale_for, render
@@ -65,6 +79,8 @@ from web.templating import locale_for, render
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 
 PAGE_SIZE = 25
+# A page number past any list's end (a larger one would overflow the database's OFFSET).
+MAX_PAGE = 10_000
 # The report upload of these pages; the app gives it the API's upload limit when it lists this
 # pattern among the larger bodies (else the general body limit applies, which the page states).
 REPORT_UPLOAD_PATH = r"^/manage/service-requests/\d+/report$"
@@ -150,6 +166,7 @@ BAD_WHOLE_NUMBER = N_("Enter a whole number.")
 BAD_AMOUNT = N_("Enter an amount in yuan with at most two decimals.")
 BAD_DATE = N_("Enter a date (YYYY-MM-DD).")
 BAD_DATETIME = N_("Enter a date and time.")
+OUT_OF_CALENDAR = N_("Choose a date between the years 2000 and 2100.")
 BAD_TIME = N_("Use times like 08:30 (24:00 is midnight).")
 HALF_SPAN = N_("Give both a start and an end.")
 CONCURRENT_CHANGE = N_("The same record was saved at the same moment elsewhere: reload and check.")
@@ -194,9 +211,44 @@ def require_manager(principal: Principal) -> list[int] | None:
     return None if principal.is_admin else sorted(principal.managed_facility_ids)
 
 
+# The service names the refused action in English words; a page shows a whole, translated
+# sentence per action instead.
+NOT_MANAGER_OF = {
+    "change it": N_("Only a lab manager of this facility or an admin may change this instrument."),
+    "manage it": N_("Only a lab manager of this facility or an admin may manage this facility."),
+    "record outages": N_("Only a lab manager of this facility or an admin may record outages."),
+    "grant qualifications": N_(
+        "Only a lab manager of this facility or an admin may grant qualifications."
+    ),
+}
+
+
+def managed_instrument(
+    session: Session, principal: Principal, instrument_id: int, action: str
+) -> Instrument:
+    try:
+        return service.managed_instrument(
+            session, actor=principal, instrument_id=instrument_id, action=action
+        )
+    except PermissionDenied as exc:
+        raise PermissionDenied(NOT_MANAGER_OF[action], code=exc.code) from None
+
+
+def managed_facility_of(
+    session: Session, principal: Principal, facility_id: int, action: str
+) -> Facility:
+    try:
+        return service.managed_facility(
+            session, actor=principal, facility_id=facility_id, action=action
+        )
+    except PermissionDenied as exc:
+        raise PermissionDenied(NOT_MANAGER_OF[action], code=exc.code) from None
+
+
 def page_of(request: Request, name: str = "page") -> int:
     value = request.query_params.get(name, "1")
-    return max(1, int(value)) if value.isdigit() else 1
+    number = parse_id(value)
+    return min(number, MAX_PAGE) if number is not None else 1
 
 
 def pages(total: int, page: int) -> dict[str, int]:
@@ -346,10 +398,14 @@ def day(raw: str, name: str, errors: dict[str, Any]) -> date | None:
     if not raw:
         return None
     try:
-        return date.fromisoformat(raw)
+        parsed = date.fromisoformat(raw)
     except ValueError:
         errors[name] = BAD_DATE
         return None
+    if not within_calendar(parsed):
+        errors[name] = OUT_OF_CALENDAR
+        return None
+    return parsed
 
 
 def local_moment(raw: str, zone: ZoneInfo, name: str, errors: dict[str, Any]) -> datetime | None:
@@ -361,6 +417,9 @@ def local_moment(raw: str, zone: ZoneInfo, name: str, errors: dict[str, Any]) ->
         parsed = datetime.fromisoformat(raw)
     except ValueError:
         errors[name] = BAD_DATETIME
+        return None
+    if not within_calendar(parsed):
+        errors[name] = OUT_OF_CALENDAR
         return None
     if parsed.tzinfo is not None:
         return parsed
@@ -506,7 +565,9 @@ def instrument_list(request: Request, principal: PagePrincipal, session: DbSessi
     page = page_of(request)
     facility_filter = request.query_params.get("facility_id", "")
     status_filter = request.query_params.get("status", "")
-    facility_id = int(facility_filter) if facility_filter.isdigit() else None
+    facility_id = parse_id(facility_filter)
+    if facility_filter and facility_id is None:
+        raise NotFound("Facility")
     status = InstrumentStatus(status_filter) if status_filter in STATUS_LABELS else None
     if facility_id is not None and scope is not None and facility_id not in scope:
         raise NotFound("Facility")
@@ -542,7 +603,7 @@ def new_instrument_form(request: Request, principal: PagePrincipal, session: DbS
     scope = require_manager(principal)
     values = instrument_form_values(None)
     wanted = request.query_params.get("facility_id", "")
-    if wanted.isdigit():
+    if parse_id(wanted) is not None:
         values["facility_id"] = wanted
     return render(
         request,
@@ -589,12 +650,10 @@ async def create_instrument(
 
 @router.get("/manage/instruments/{instrument_id}/edit")
 def edit_instrument_form(
-    instrument_id: int, request: Request, principal: PagePrincipal, session: DbSession
+    instrument_id: ObjectId, request: Request, principal: PagePrincipal, session: DbSession
 ) -> Response:
     scope = require_manager(principal)
-    instrument = service.managed_instrument(
-        session, actor=principal, instrument_id=instrument_id, action="change it"
-    )
+    instrument = managed_instrument(session, principal, instrument_id, "change it")
     return render(
         request,
         "manage_instruments/instrument_form.html",
@@ -611,16 +670,14 @@ def edit_instrument_form(
 
 @router.post("/manage/instruments/{instrument_id}/edit")
 async def update_instrument(
-    instrument_id: int,
+    instrument_id: ObjectId,
     request: Request,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
 ) -> Response:
     scope = require_manager(principal)
-    instrument = service.managed_instrument(
-        session, actor=principal, instrument_id=instrument_id, action="change it"
-    )
+    instrument = managed_instrument(session, principal, instrument_id, "change it")
     form = await request.form()
     data, entered, errors = parse_instrument_form(form)
     if data["rated_annual_hours"] is None and "rated_annual_hours" not in errors:
@@ -706,9 +763,7 @@ def hours_context(
 
 def managed_facility(session: Session, principal: Principal, facility_id: int) -> Facility:
     require_manager(principal)
-    return service.managed_facility(
-        session, actor=principal, facility_id=facility_id, action="manage it"
-    )
+    return managed_facility_of(session, principal, facility_id, "manage it")
 
 
 @router.get("/manage/facilities")
@@ -731,7 +786,7 @@ def facility_list(request: Request, principal: PagePrincipal, session: DbSession
 
 @router.get("/manage/facilities/{facility_id}/hours")
 def opening_hours_page(
-    facility_id: int, request: Request, principal: PagePrincipal, session: DbSession
+    facility_id: ObjectId, request: Request, principal: PagePrincipal, session: DbSession
 ) -> Response:
     facility = managed_facility(session, principal, facility_id)
     return render(
@@ -741,7 +796,7 @@ def opening_hours_page(
 
 @router.post("/manage/facilities/{facility_id}/hours")
 async def save_opening_hours(
-    facility_id: int,
+    facility_id: ObjectId,
     request: Request,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
@@ -791,7 +846,12 @@ async def save_opening_hours(
     except RuleViolation as exc:
         for problem in exc.problems:
             index = (problem.field or "").rpartition(".")[2]
-            key = f"day_{weekday_of[int(index)]}" if index.isdigit() else ""
+            number = parse_id(index) if index != "0" else 0
+            key = (
+                f"day_{weekday_of[number]}"
+                if number is not None and number < len(weekday_of)
+                else ""
+            )
             if key:
                 errors.setdefault(key, problem.message)
             else:
@@ -809,7 +869,7 @@ async def save_opening_hours(
 
 @router.post("/manage/facilities/{facility_id}/closures")
 async def add_closure(
-    facility_id: int,
+    facility_id: ObjectId,
     request: Request,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
@@ -854,15 +914,18 @@ async def add_closure(
 
 @router.post("/manage/facilities/{facility_id}/closures/{closure_id}/delete")
 def remove_closure(
-    facility_id: int,
-    closure_id: int,
+    facility_id: ObjectId,
+    closure_id: ObjectId,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
 ) -> Response:
     managed_facility(session, principal, facility_id)
     closure = session.get(FacilityClosure, closure_id)
-    if closure is None or closure.facility_id != facility_id:
+    if closure is None:
+        # Removed already (a second click on the same button): land where the first went.
+        return redirect(f"/manage/facilities/{facility_id}/hours?done=closure_removed#closures")
+    if closure.facility_id != facility_id:
         raise NotFound("Closure")
     service.remove_closure(session, actor=principal, closure_id=closure_id)
     return redirect(f"/manage/facilities/{facility_id}/hours?done=closure_removed#closures")
@@ -909,7 +972,7 @@ def parse_service_form(form: FormData) -> tuple[dict[str, Any], dict[str, Any], 
     for name in (*SERVICE_FLAGS, "is_active"):
         entered[name] = data[name] = checked(form, name)
     ids = [str(v) for v in form.getlist("instrument_ids")]
-    data["instrument_ids"] = [int(v) for v in ids if v.isdigit()]
+    data["instrument_ids"] = [n for n in map(parse_id, ids) if n is not None]
     if len(data["instrument_ids"]) != len(ids):
         errors["instrument_ids"] = INVALID_VALUE
     entered["instrument_ids"] = data["instrument_ids"]
@@ -945,7 +1008,7 @@ def facility_service(session: Session, facility_id: int, service_id: int) -> Tes
 
 @router.get("/manage/facilities/{facility_id}/services")
 def service_list(
-    facility_id: int, request: Request, principal: PagePrincipal, session: DbSession
+    facility_id: ObjectId, request: Request, principal: PagePrincipal, session: DbSession
 ) -> Response:
     facility = managed_facility(session, principal, facility_id)
     page = page_of(request)
@@ -977,7 +1040,7 @@ def service_list(
 
 @router.get("/manage/facilities/{facility_id}/services/new")
 def new_service_form(
-    facility_id: int, request: Request, principal: PagePrincipal, session: DbSession
+    facility_id: ObjectId, request: Request, principal: PagePrincipal, session: DbSession
 ) -> Response:
     facility = managed_facility(session, principal, facility_id)
     return render(
@@ -991,7 +1054,7 @@ def new_service_form(
 
 @router.post("/manage/facilities/{facility_id}/services/new")
 async def create_service(
-    facility_id: int,
+    facility_id: ObjectId,
     request: Request,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
@@ -1030,8 +1093,8 @@ async def create_service(
 
 @router.get("/manage/facilities/{facility_id}/services/{service_id}/edit")
 def edit_service_form(
-    facility_id: int,
-    service_id: int,
+    facility_id: ObjectId,
+    service_id: ObjectId,
     request: Request,
     principal: PagePrincipal,
     session: DbSession,
@@ -1053,8 +1116,8 @@ def edit_service_form(
 
 @router.post("/manage/facilities/{facility_id}/services/{service_id}/edit")
 async def update_service(
-    facility_id: int,
-    service_id: int,
+    facility_id: ObjectId,
+    service_id: ObjectId,
     request: Request,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
@@ -1169,15 +1232,12 @@ async def create_outage(
     errors: dict[str, Any] = {}
     kind, _, raw_id = entered["target"].partition(":")
     instrument: Instrument | None = None
-    if kind == "instrument" and raw_id.isdigit():
-        instrument = service.managed_instrument(
-            session, actor=principal, instrument_id=int(raw_id), action="record outages"
-        )
+    target_id = parse_id(raw_id)
+    if kind == "instrument" and target_id is not None:
+        instrument = managed_instrument(session, principal, target_id, "record outages")
         facility = queries.get_facility(session, instrument.facility_id)
-    elif kind == "facility" and raw_id.isdigit():
-        facility = service.managed_facility(
-            session, actor=principal, facility_id=int(raw_id), action="record outages"
-        )
+    elif kind == "facility" and target_id is not None:
+        facility = managed_facility_of(session, principal, target_id, "record outages")
     else:
         errors["target"] = N_("Choose an instrument or a whole facility.")
         return render(
@@ -1255,7 +1315,7 @@ async def create_outage(
 
 @router.get("/manage/outages/{outage_id}")
 def outage_detail(
-    outage_id: int, request: Request, principal: PagePrincipal, session: DbSession
+    outage_id: ObjectId, request: Request, principal: PagePrincipal, session: DbSession
 ) -> Response:
     require_manager(principal)
     outage = session.get(Outage, outage_id)
@@ -1288,9 +1348,12 @@ def outage_detail(
 
 @router.post("/manage/outages/{outage_id}/delete")
 def delete_outage(
-    outage_id: int, _csrf: CsrfChecked, principal: PagePrincipal, session: DbSession
+    outage_id: ObjectId, _csrf: CsrfChecked, principal: PagePrincipal, session: DbSession
 ) -> Response:
     require_manager(principal)
+    if session.get(Outage, outage_id) is None:
+        # Deleted already (a second click on the same button): land where the first went.
+        return redirect("/manage/outages?done=deleted")
     service.delete_outage(session, actor=principal, outage_id=outage_id)
     return redirect("/manage/outages?done=deleted")
 
@@ -1304,6 +1367,15 @@ def user_by_email(session: Session, email: str) -> User | None:
     return session.exec(select(User).where(User.email == normalise_email(email))).first()
 
 
+def valid_through(expires_at: datetime | None, timezone: str) -> date | None:
+    """The last day a qualification holds, in the facility's zone: it expires at the midnight
+    after the day the manager chose, so that midnight itself reads one day late."""
+    if expires_at is None:
+        return None
+    moment = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=UTC)
+    return (moment.astimezone(ZoneInfo(timezone)) - timedelta(microseconds=1)).date()
+
+
 def qualifications_context(
     session: Session,
     request: Request,
@@ -1315,7 +1387,9 @@ def qualifications_context(
     page = page_of(request)
     instrument_filter = request.query_params.get("instrument_id", "")
     email_filter = request.query_params.get("email", "").strip()
-    instrument_id = int(instrument_filter) if instrument_filter.isdigit() else None
+    instrument_id = parse_id(instrument_filter)
+    if instrument_filter and instrument_id is None:
+        raise NotFound("Instrument")
     user = user_by_email(session, email_filter)
     rows: list[dict[str, Any]] = []
     total = 0
@@ -1328,6 +1402,8 @@ def qualifications_context(
             offset=(page - 1) * PAGE_SIZE,
             limit=PAGE_SIZE,
         )
+    for row in rows:
+        row["valid_through"] = valid_through(row["expires_at"], row["timezone"])
     query = {k: v for k, v in (("instrument_id", instrument_filter), ("email", email_filter)) if v}
     return {
         "rows": rows,
@@ -1376,15 +1452,11 @@ async def grant_qualification(
     user = user_by_email(session, entered["email"])
     if user is None:
         errors["email"] = N_("No user has this e-mail address.") if entered["email"] else REQUIRED
-    if not entered["instrument_id"].isdigit():
+    wanted_instrument = parse_id(entered["instrument_id"])
+    if wanted_instrument is None:
         errors["instrument_id"] = N_("Choose an instrument.")
         return answer(errors)
-    instrument = service.managed_instrument(
-        session,
-        actor=principal,
-        instrument_id=int(entered["instrument_id"]),
-        action="grant qualifications",
-    )
+    instrument = managed_instrument(session, principal, wanted_instrument, "grant qualifications")
     zone = ZoneInfo(queries.get_facility(session, instrument.facility_id).timezone)
     expires_on = day(entered["expires_on"], "expires_on", errors)
     # Valid through the chosen day, in the facility's zone.
@@ -1419,7 +1491,7 @@ async def grant_qualification(
 
 @router.post("/manage/qualifications/{qualification_id}/revoke")
 async def revoke_qualification(
-    qualification_id: int,
+    qualification_id: ObjectId,
     request: Request,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
@@ -1444,6 +1516,11 @@ async def revoke_qualification(
             session, actor=principal, qualification_id=qualification_id, reason=reason.strip()
         )
     except Conflict as exc:
+        if exc.code == "already_revoked":
+            # A second click on the same button: the first revoked it, land where it went.
+            earlier = session.get(Qualification, qualification_id)
+            where = f"instrument_id={earlier.instrument_id}&" if earlier is not None else ""
+            return redirect(f"/manage/qualifications?{where}done=revoked")
         return render(
             request,
             "manage_instruments/qualifications.html",
@@ -1535,7 +1612,7 @@ def report_upload_limit(request: Request) -> int:
 
 @router.get("/manage/service-requests/{request_id}")
 def service_request_page(
-    request_id: int, request: Request, principal: PagePrincipal, session: DbSession
+    request_id: ObjectId, request: Request, principal: PagePrincipal, session: DbSession
 ) -> Response:
     return request_detail(session, request, principal, request_id)
 
@@ -1547,12 +1624,19 @@ def request_action(
     request_id: int,
     done: str,
     act: Callable[[], object],
+    reached: ServiceRequestStatus | None = None,
 ) -> Response:
     managed_request(session, principal, request_id)
     try:
         act()
     except (RuleViolation, Conflict) as exc:
         session.rollback()
+        if (
+            reached is not None
+            and managed_request(session, principal, request_id).status == reached
+        ):
+            # A second click on the same button: the first already did it, land where it went.
+            return redirect(f"/manage/service-requests/{request_id}?done={done}")
         errors: dict[str, Any] = {}
         for problem in exc.problems:
             message = PROBLEM_MESSAGES.get(problem.code, problem.message)
@@ -1570,7 +1654,7 @@ def request_action(
 
 @router.post("/manage/service-requests/{request_id}/accept")
 def accept_service_request(
-    request_id: int,
+    request_id: ObjectId,
     request: Request,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
@@ -1595,12 +1679,13 @@ def accept_service_request(
                 session, actor=principal, request_id=request_id, day=chosen
             ),
         ),
+        ServiceRequestStatus.ACCEPTED,
     )
 
 
 @router.post("/manage/service-requests/{request_id}/reject")
 def reject_service_request(
-    request_id: int,
+    request_id: ObjectId,
     request: Request,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
@@ -1627,12 +1712,13 @@ def reject_service_request(
         lambda: service_requests.reject(
             session, actor=principal, request_id=request_id, reason=reason.strip()
         ),
+        ServiceRequestStatus.REJECTED,
     )
 
 
 @router.post("/manage/service-requests/{request_id}/start")
 def start_service_request(
-    request_id: int,
+    request_id: ObjectId,
     request: Request,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
@@ -1645,12 +1731,13 @@ def start_service_request(
         request_id,
         "started",
         lambda: service_requests.start(session, actor=principal, request_id=request_id),
+        ServiceRequestStatus.IN_PROGRESS,
     )
 
 
 @router.post("/manage/service-requests/{request_id}/complete")
 def complete_service_request(
-    request_id: int,
+    request_id: ObjectId,
     request: Request,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
@@ -1663,12 +1750,13 @@ def complete_service_request(
         request_id,
         "completed",
         lambda: service_requests.complete(session, actor=principal, request_id=request_id),
+        ServiceRequestStatus.COMPLETED,
     )
 
 
 @router.post("/manage/service-requests/{request_id}/report")
 def upload_report(
-    request_id: int,
+    request_id: ObjectId,
     request: Request,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
@@ -1708,7 +1796,7 @@ def upload_report(
 
 @router.get("/manage/service-requests/{request_id}/files/{file_id}")
 def download_file(
-    request_id: int, file_id: int, principal: PagePrincipal, session: DbSession
+    request_id: ObjectId, file_id: ObjectId, principal: PagePrincipal, session: DbSession
 ) -> Response:
     managed_request(session, principal, request_id)
     stored = service_requests.read_file(
