@@ -41,7 +41,7 @@ from core.auth.principal import Principal
 from core.clock import now
 from core.errors import NotFound, Problem, RuleViolation
 from instruments import queries as catalogue
-from instruments.models import Facility, Instrument, Qualification, TestingService
+from instruments.models import Facility, Instrument, Outage, Qualification, TestingService
 from instruments.queries import InstrumentSearch
 from instruments.rules import Interval, clip
 
@@ -990,3 +990,52 @@ def first_free_instruments(
         if len(found) >= limit:
             break
     return found[:limit]
+
+
+# booking.outages writes the reason of a booking an outage closed or flagged as
+# "Outage (<kind>) <start>–<end>: <note>" (English, UTC); booking.service closes a moved
+# booking with the reason "moved". Pages show either in the reader's words instead.
+OUTAGE_REASON_PREFIX = "Outage ("
+MOVED_REASON = "moved"
+
+
+@dataclass(frozen=True)
+class ExplainedReason:
+    """A reason recorded on a booking or in its history, as a page shows it: ``moved`` (the
+    move says it already), the ``outage`` behind it (its kind and times), else the ``text``."""
+
+    text: str
+    moved: bool = False
+    outage: Outage | None = None
+
+
+def explain_reasons(
+    session: Session, booking: Booking, reasons: Sequence[str]
+) -> dict[str, ExplainedReason]:
+    """Each of a booking's recorded reasons explained (one query for an outage, at most)."""
+    outage = None
+    if any(r.startswith(OUTAGE_REASON_PREFIX) for r in reasons):
+        outage = session.exec(
+            select(Outage)
+            .where(
+                col(Outage.start_at) < booking.end_at,
+                col(Outage.end_at) > booking.start_at,
+                sa.or_(
+                    col(Outage.instrument_id) == booking.instrument_id,
+                    sa.and_(
+                        col(Outage.instrument_id).is_(None),
+                        col(Outage.facility_id) == booking.facility_id,
+                    ),
+                ),
+            )
+            .order_by(col(Outage.created_at).desc(), col(Outage.id).desc())
+        ).first()
+    explained: dict[str, ExplainedReason] = {}
+    for reason in reasons:
+        if reason == MOVED_REASON:
+            explained[reason] = ExplainedReason(reason, moved=True)
+        elif reason.startswith(OUTAGE_REASON_PREFIX) and outage is not None:
+            explained[reason] = ExplainedReason(reason, outage=outage)
+        else:
+            explained[reason] = ExplainedReason(reason)
+    return explained

@@ -226,15 +226,27 @@ def test_a_lab_manager_does_not_see_the_researchers_booking_on_its_own_pages(
 def test_the_booking_form_lands_on_a_confirmation(
     client: TestClient, session: Session, lab: Lab
 ) -> None:
-    booking = book(session, lab, lab.researcher, "2026-12-01 10:00", "2026-12-01 11:00")
     login_page(client, lab.researcher.email)
+    book_path = f"/instruments/{lab.instrument.id}/book"
+    start, end = at("2026-12-01 10:00"), at("2026-12-01 11:00")
+    form_page = client.get(
+        book_path,
+        params={"start": start.astimezone(SHANGHAI).isoformat(), "end": end.isoformat()},
+    )
+    form = form_page.text.split(f'action="{book_path}"', 1)[1].split("</form>", 1)[0]
+    fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', form))
+    fields["operated_by"] = re.findall(r'name="operated_by" value="(\w+)" checked', form)[0]
 
-    detail = client.get(f"/my/bookings/{booking.id}?created=1")
-    listed = client.get(f"/my/bookings?created={booking.id}")
+    sent = client.post(book_path, data={**fields, "purpose": "形貌观察"}, follow_redirects=False)
+    booking = session.exec(select(Booking).where(Booking.user_id == lab.researcher.id)).one()
+    detail = client.get(sent.headers["location"])
 
+    assert sent.status_code == 303
+    assert sent.headers["location"] == f"/my/bookings/{booking.id}?created=1"
+    assert (booking.start_at, booking.end_at) == (start, end)
     assert "预约申请已发送" in detail.text
-    assert "预约申请已发送" in listed.text
     assert status_of(detail.text, booking.id or 0) == "confirmed"
+    assert "预约申请已发送" in client.get(f"/my/bookings?created={booking.id}").text
 
 
 def test_the_pages_need_a_login(client: TestClient) -> None:
@@ -909,3 +921,87 @@ def test_ids_and_pages_out_of_range_are_refused_not_crashed(
     sent = submit_form(client, {"testing_service_id": str(huge), "sample_count": "1"})
     assert sent.status_code == 422
     assert "请选择一项检测服务" in sent.text
+
+
+# --- Review fixes: times out of range, hand-over wording, outage history ---------------------
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00", "9999-12-31T23:00"])
+def test_moving_to_a_time_outside_the_calendar_is_refused_on_its_field(
+    client: TestClient, session: Session, lab: Lab, moment: str
+) -> None:
+    booking = book(session, lab, lab.researcher, "2026-12-03 10:00", "2026-12-03 11:00")
+    login_page(client, lab.researcher.email)
+
+    answer = post(
+        client, f"/my/bookings/{booking.id}/move", {"start": moment, "end": "2026-12-03T11:00"}
+    )
+
+    assert answer.status_code == 422
+    assert "请选择 2000 年至 2100 年之间的时间" in answer.text
+    assert f'value="{moment}"' in answer.text  # shown next to the field it was typed in
+    session.refresh(booking)
+    assert booking.replaced_by_id is None
+
+
+def test_handing_over_to_an_unqualified_colleague_names_the_colleague(
+    client: TestClient, session: Session, lab: Lab
+) -> None:
+    unqualified = make_user(session, organisation=lab.organisation, roles=[Role.RESEARCHER])
+    booking = book(session, lab, lab.researcher, "2026-12-03 10:00", "2026-12-03 11:00")
+    login_page(client, lab.researcher.email)
+
+    answer = post(client, f"/my/bookings/{booking.id}/hand-over", {"email": unqualified.email})
+
+    assert answer.status_code in (403, 409, 422)
+    assert "您的同事尚未取得该仪器的上机资格" in answer.text
+    session.refresh(booking)
+    assert booking.user_id == lab.researcher.id
+
+
+@pytest.mark.parametrize("action", ["flag", "cancel"])
+def test_an_outage_on_my_booking_is_explained_in_my_language_and_the_facilitys_zone(
+    client: TestClient, session: Session, lab: Lab, action: str
+) -> None:
+    from booking.outages import OutageAction, apply_outage
+    from instruments.models import Outage
+    from instruments.rules import OutageKind
+
+    booking = book(session, lab, lab.researcher, "2026-12-03 10:00", "2026-12-03 11:00")
+    outage = Outage(
+        facility_id=lab.facility.id or 0,
+        instrument_id=lab.instrument.id,
+        start_at=at("2026-12-03 09:30"),
+        end_at=at("2026-12-03 12:00"),
+        kind=OutageKind.REPAIR,
+    )
+    session.add(outage)
+    session.flush()
+    apply_outage(session, actor=None, outage_id=outage.id or 0, action=OutageAction(action))
+    login_page(client, lab.researcher.email)
+
+    page = client.get(f"/my/bookings/{booking.id}").text
+
+    assert "仪器停机（维修），从 2026-12-03 09:30 (Asia/Shanghai) 至 2026-12-03 12:00" in page
+    assert "Outage (" not in page
+    assert "repair" not in page
+    if action == "flag":
+        assert "受停机影响" in page  # the history names the flag in words
+        assert "booking.flagged" not in page
+
+
+def test_each_rows_buttons_name_their_booking_for_a_screen_reader(
+    client: TestClient, session: Session, lab: Lab
+) -> None:
+    book(session, lab, lab.researcher, "2026-12-03 10:00", "2026-12-03 11:00")
+    book(session, lab, lab.researcher, "2026-12-04 10:00", "2026-12-04 11:00")
+    login_page(client, lab.researcher.email)
+
+    page = client.get("/my/bookings").text
+
+    buttons = [
+        re.sub(r"<[^>]+>", "", b) for b in re.findall(r"<button[^>]*>(.*?)</button>", page, re.S)
+    ]
+    cancel_buttons = [b for b in buttons if "2026-12-0" in b and "取消" in b]
+    assert len(cancel_buttons) == 2
+    assert len(set(cancel_buttons)) == 2

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -34,11 +34,22 @@ from core.auth.principal import Principal
 from core.clock import now
 from core.errors import DomainError, NotFound, Problem, RuleViolation
 from instruments import queries as catalogue
+from instruments.rules import OutageKind
 from notifications import feeds
 from notifications.models import FeedKind
 from web.deps import AppSettings, DbSession
 from web.messages import N_
-from web.pages.deps import CsrfChecked, PagePrincipal, safe_next
+from web.pages.deps import (
+    EARLIEST_YEAR,
+    LATEST_YEAR,
+    MAX_ID,
+    CsrfChecked,
+    ObjectId,
+    PagePrincipal,
+    parse_id,
+    safe_next,
+    within_calendar,
+)
 from web.retry import commit_with_retries
 from web.routing import TransactionalRoute
 from web.templating import render
@@ -49,9 +60,6 @@ SERVICE_REQUEST_UPLOAD_PATH = r"^/my/service-requests/new$"
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 
 PAGE_SIZE = 20
-# Ids beyond the databases' integer range are answered 422 here, not 500 from the database.
-MAX_ID = 2**31 - 1
-ObjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
 PageNumber = Annotated[int, Query(ge=1, le=100_000)]
 FORM_KEY_PREFIX = "page-form:"
 
@@ -100,6 +108,7 @@ HISTORY_ACTIONS = {
     "booking.no_show": N_("No-show"),
     "booking.expired": N_("Expired"),
     "booking.offer_expired": N_("Offer lapsed"),
+    "booking.flagged": N_("Affected by an outage"),
     "waitlist.offered": N_("Offered from the waitlist"),
     "service_request.submitted": N_("Submitted"),
     "service_request.accepted": N_("Accepted"),
@@ -108,6 +117,13 @@ HISTORY_ACTIONS = {
     "service_request.in_progress": N_("In progress"),
     "service_request.reported": N_("Report ready"),
     "service_request.completed": N_("Completed"),
+}
+
+OUTAGE_KINDS = {
+    OutageKind.MAINTENANCE: N_("Maintenance"),
+    OutageKind.CALIBRATION: N_("Calibration"),
+    OutageKind.REPAIR: N_("Repair"),
+    OutageKind.OTHER: N_("Other"),
 }
 
 # The domain's messages are English and some carry values; pages show a translated message
@@ -149,6 +165,7 @@ PROBLEM_MESSAGES = {
     "staff_only": N_("Only the facility's staff operate this instrument."),
     "self_only": N_("This instrument is operated by its users."),
     "invalid_time": N_("Enter a date and time."),
+    "time_out_of_range": N_("Choose a time between the years 2000 and 2100."),
     "invalid_number": N_("Enter a whole number."),
     "invalid_choice": N_("Choose one of the options."),
     "unknown_instrument": N_("Choose an instrument."),
@@ -157,6 +174,12 @@ PROBLEM_MESSAGES = {
     "too_long_text": N_("The text is too long."),
     "form_reused": N_("This form was already sent. Reload the page and try again."),
     "request_expired": N_("The request has expired."),
+}
+
+# The same rule read from the other side: handing over, it is the colleague who needs it.
+HAND_OVER_MESSAGES = {
+    **PROBLEM_MESSAGES,
+    "not_qualified": N_("Your colleague is not qualified on this instrument."),
 }
 
 # --- Helpers shared by the pages -----------------------------------------------------------
@@ -194,25 +217,39 @@ def parse_time(text: str, zone: str, field: str) -> datetime:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise RuleViolation([Problem("invalid_time", "Enter a date and time.", field)]) from None
+    if not within_calendar(moment):
+        # Year 1 or 9999 would overflow on the way to UTC; no booking lies that far anyway.
+        raise RuleViolation(
+            [
+                Problem(
+                    "time_out_of_range",
+                    f"Choose a time between the years {EARLIEST_YEAR} and {LATEST_YEAR}.",
+                    field,
+                )
+            ]
+        )
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZoneInfo(zone))
     return moment.astimezone(ZoneInfo("UTC"))
 
 
-def form_errors(exc: DomainError, fields: Mapping[str, str]) -> dict[str, str | list[str]]:
+def form_errors(
+    exc: DomainError, fields: Mapping[str, str], messages: Mapping[str, str] = PROBLEM_MESSAGES
+) -> dict[str, str | list[str]]:
     """A domain error's problems next to the form's fields (``fields``: the domain's field name
-    → the form's); problems of other fields are listed above the form."""
+    → the form's); problems of other fields are listed above the form. ``messages``: the
+    translated message per problem code."""
     errors: dict[str, str | list[str]] = {}
     general: list[str] = []
     for problem in exc.problems:
-        message = PROBLEM_MESSAGES.get(problem.code, problem.message)
+        message = messages.get(problem.code, problem.message)
         field = fields.get(problem.field or "")
         if field and field not in errors:
             errors[field] = message
         elif not field and message not in general:
             general.append(message)
     if not exc.problems:
-        general.append(PROBLEM_MESSAGES.get(exc.code, exc.detail))
+        general.append(messages.get(exc.code, exc.detail))
     if general:
         errors[""] = general
     return errors
@@ -391,12 +428,16 @@ def _booking_page(
         subject_type="booking",
         subject_ids=[booking_id] if earlier is None else [earlier, booking_id],
     )
+    recorded = [row.booking.reason, *(str(e.data.get("reason") or "") for e in history)]
+    reasons = queries.explain_reasons(session, row.booking, [r for r in recorded if r])
     return render(
         request,
         "my/booking.html",
         {
             **_helpers(),
             "row": row,
+            "reasons": reasons,
+            "outage_kinds": OUTAGE_KINDS,
             "actions": _actions(row, settings),
             "history": history,
             "history_actions": HISTORY_ACTIONS,
@@ -432,6 +473,7 @@ def _act_on_booking(
     values: Mapping[str, Any],
     fields: Mapping[str, str],
     work: Callable[[], str],
+    messages: Mapping[str, str] = PROBLEM_MESSAGES,
 ) -> Response:
     """Run one action on the user's own booking once, then show where it led (303); a rule
     it breaks re-renders the booking with the problems next to the form's fields."""
@@ -462,7 +504,7 @@ def _act_on_booking(
             settings,
             booking_id,
             form=form,
-            errors=form_errors(exc, fields),
+            errors=form_errors(exc, fields, messages),
             values=values,
             status_code=exc.status_code,
         )
@@ -601,9 +643,10 @@ def check_out(
     def work() -> str:
         count = None
         if samples.strip():
-            if not samples.strip().isdigit() or int(samples) > 100_000:
+            text = samples.strip()
+            if not (text.isascii() and text.isdigit()) or len(text) > 6 or int(text) > 100_000:
                 raise RuleViolation([Problem("invalid_number", "Enter a whole number.", "samples")])
-            count = int(samples)
+            count = int(text)
         service.check_out(session, actor=principal, booking_id=booking_id, samples=count)
         return f"/my/bookings/{booking_id}?done=checked_out"
 
@@ -651,6 +694,7 @@ def hand_over(
         values=values,
         fields={"user_id": "email"},
         work=work,
+        messages=HAND_OVER_MESSAGES,
     )
 
 
@@ -733,9 +777,10 @@ def _waitlist_page(
     shown = dict(values or {})
     instrument_name, zone = None, "Asia/Shanghai"
     instrument_id = str(shown.get("instrument_id") or "")
-    if errors and instrument_id.isdigit() and int(instrument_id) <= MAX_ID:
+    chosen_instrument = parse_id(instrument_id.strip())
+    if errors and chosen_instrument is not None:
         try:
-            instrument, facility = catalogue.instrument_with_facility(session, int(instrument_id))
+            instrument, facility = catalogue.instrument_with_facility(session, chosen_instrument)
             instrument_name, zone = instrument.name, facility.timezone
         except NotFound:
             pass
@@ -783,7 +828,8 @@ def join_waitlist(
     values = {"instrument_id": instrument_id, "start": start, "end": end}
 
     def once() -> str:
-        if not instrument_id.strip().isdigit() or int(instrument_id) > MAX_ID:
+        chosen_instrument = parse_id(instrument_id.strip())
+        if chosen_instrument is None:
             raise RuleViolation(
                 [Problem("unknown_instrument", "Choose an instrument.", "instrument_id")]
             )
@@ -793,7 +839,7 @@ def join_waitlist(
         if earlier:
             return earlier
         try:
-            zone = catalogue.instrument_with_facility(session, int(instrument_id))[1].timezone
+            zone = catalogue.instrument_with_facility(session, chosen_instrument)[1].timezone
         except NotFound:
             raise RuleViolation(
                 [Problem("unknown_instrument", "Choose an instrument.", "instrument_id")]
@@ -810,7 +856,7 @@ def join_waitlist(
         entry = waitlist.join(
             session,
             actor=principal,
-            instrument_id=int(instrument_id),
+            instrument_id=chosen_instrument,
             start=times["start"],
             end=times["end"],
         )
@@ -974,7 +1020,7 @@ def new_service_request(
 def _service_request_data(
     testing_service_id: str, sample_count: str, description: str, preferred_date: str
 ) -> ServiceRequestCreate:
-    if not testing_service_id.strip().isdigit() or not 0 < int(testing_service_id) <= MAX_ID:
+    if parse_id(testing_service_id.strip()) is None:
         testing_service_id = ""  # refused below, with the other fields' problems
     try:
         return ServiceRequestCreate.model_validate(
