@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from datetime import timedelta
 from unittest import mock
@@ -166,7 +167,9 @@ def test_the_qr_code_is_an_svg_of_the_instruments_check_in_address(
     assert answer.headers["content-type"] == "image/svg+xml"
     assert answer.content.lstrip().startswith((b"<?xml", b"<svg"))
     make.assert_called_once_with(url, error="m")
-    assert answer.content == desk.qr_svg(url)
+    expected = io.BytesIO()
+    segno.make(url, error="m").save(expected, kind="svg", scale=8, border=4, title=url)
+    assert answer.content == expected.getvalue()  # the code of the check-in address itself
     assert "max-age" in answer.headers["cache-control"]
     cached = client.get(
         f"/instruments/{labs.instrument_a.id}/qr.svg",
@@ -273,3 +276,48 @@ def test_times_on_the_check_in_page_name_the_facility_zone(
     page = client.get(f"/checkin/{labs.instrument_a.id}").text
 
     assert "2026-11-30 09:00–10:00 (Asia/Shanghai)" in page
+
+
+@pytest.mark.parametrize("samples", ["²", "-1", "999999", "drei"])
+def test_a_bad_sample_count_at_the_desk_is_shown_next_to_that_rows_field(
+    client: TestClient, session: Session, labs: Labs, samples: str
+) -> None:
+    running = booking(session, labs.instrument_a, labs.researcher, S.IN_USE, "2026-11-30 08:00")
+    login_page(client, labs.li.email)
+
+    answer = post(client, f"/desk/bookings/{running.id}/check-out", "/desk", samples=samples)
+
+    assert answer.status_code == 422  # type: ignore[attr-defined]
+    text = answer.text  # type: ignore[attr-defined]
+    assert f'id="samples-{running.id}-error"' in text
+    assert "请输入 0 到 100000 之间的整数" in text
+    assert f'value="{samples}"' in text
+    assert status_of(session, running) is S.IN_USE
+
+
+def test_a_bad_sample_count_after_scanning_is_shown_next_to_the_field(
+    client: TestClient, session: Session, labs: Labs
+) -> None:
+    mine = booking(session, labs.instrument_a, labs.researcher, S.IN_USE, "2026-11-30 08:00")
+    login_page(client, labs.researcher.email)
+    path = f"/checkin/{labs.instrument_a.id}"
+
+    answer = post(client, f"{path}/check-out", path, booking_id=mine.id, samples="999999")
+    huge = post(client, f"{path}/check-out", path, booking_id=2**40, samples="1")
+
+    assert answer.status_code == 422  # type: ignore[attr-defined]
+    assert 'id="f-samples-error"' in answer.text  # type: ignore[attr-defined]
+    assert 'value="999999"' in answer.text  # type: ignore[attr-defined]
+    assert huge.status_code == 422  # type: ignore[attr-defined]
+    assert status_of(session, mine) is S.IN_USE
+
+
+def test_each_desk_button_names_whom_it_is_for(
+    client: TestClient, session: Session, labs: Labs
+) -> None:
+    booking(session, labs.instrument_a, labs.researcher, S.CONFIRMED, "2026-11-30 09:00")
+    login_page(client, labs.li.email)
+
+    page = client.get("/desk").text
+
+    assert '<span class="visually-hidden">: 张研究员' in page

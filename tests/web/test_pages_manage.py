@@ -269,7 +269,8 @@ def test_the_queue_shows_who_asks_for_what_oldest_request_first(
     assert labs.researcher.email in page
     assert "重庆测试大学" in page
     assert "样品测试 0" in page
-    assert "outside_opening_hours" in page
+    assert "超出开放时间" in page  # the overridden rule in words, not its code
+    assert "outside_opening_hours" not in page
     assert "流式细胞仪" not in page
     assert "(Asia/Shanghai)" in page
 
@@ -836,3 +837,184 @@ def test_a_walk_in_on_another_managers_instrument_is_not_found(
     )
 
     assert answer.status_code == 404  # type: ignore[attr-defined]
+
+
+# --- Review findings: bounds, walk-in lookup and key, labels, zones -------------------------
+
+HUGE = str(2**40)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/manage?facility_id={huge}",
+        "/manage?facility_id={sup}",
+        "/manage/approvals?facility_id={huge}",
+        "/manage/approvals?instrument_id={huge}",
+        "/manage/usage?instrument_id={huge}",
+        "/manage/usage?from=0001-01-01",
+        "/manage/usage?to=9999-12-31",
+        "/manage/facilities/{huge}/calendar",
+        "/manage/facilities/{a}/calendar?day=9999-12-31",
+        "/manage/facilities/{a}/calendar?day=0001-01-01",
+        "/manage/facilities/{a}/calendar.json?start=0001-01-01&end=0001-01-05",
+        "/manage/facilities/{a}/calendar.json?start=2026-11-30&end=2026-12-07&instrument_id={huge}",
+        "/desk?instrument_id={huge}",
+        "/desk?facility_id={sup}",
+        "/checkin/{huge}",
+        "/instruments/{huge}/qr.svg",
+        "/manage/instruments/{huge}/qr",
+    ],
+)
+def test_ids_and_days_beyond_range_are_refused_not_a_server_error(
+    client: TestClient, session: Session, labs: Labs, path: str
+) -> None:
+    login_page(client, labs.li.email)
+
+    answer = client.get(path.format(huge=HUGE, sup="²", a=labs.facility_a.id))
+
+    assert answer.status_code in (404, 422)
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/manage/approvals", "booking_id"),
+        ("/manage/usage/{huge}/correct", "note"),
+        ("/manage/usage/walk-in", "instrument_id"),
+        ("/desk/bookings/{huge}/check-in", "q"),
+    ],
+)
+@pytest.mark.parametrize("value", [HUGE, "²"])
+def test_posted_ids_beyond_range_are_refused_not_a_server_error(
+    client: TestClient, session: Session, labs: Labs, path: str, field: str, value: str
+) -> None:
+    login_page(client, labs.li.email)
+    token = csrf_from(client.get("/manage/usage").text)
+
+    answer = client.post(
+        path.format(huge=HUGE),
+        data={"csrf_token": token, field: value, "action": "approve", "note": "x"},
+        follow_redirects=False,
+    )
+
+    assert answer.status_code in (404, 422)
+
+
+def test_samples_in_other_scripts_or_too_many_are_refused_next_to_the_field(
+    client: TestClient, session: Session, labs: Labs
+) -> None:
+    login_page(client, labs.li.email)
+    base = {
+        "instrument_id": labs.instrument_a.id,
+        "email": labs.researcher.email,
+        "started_at": "2026-11-30T07:00",
+        "ended_at": "2026-11-30T08:30",
+    }
+
+    for samples in ("²", "999999"):
+        answer, _ = walk_in(client, **base, samples=samples)
+
+        assert answer.status_code == 422  # type: ignore[attr-defined]
+        assert 'id="f-samples-error"' in answer.text  # type: ignore[attr-defined]
+        assert "请输入 0 到 100000 之间的整数" in answer.text  # type: ignore[attr-defined]
+        assert "Input should be" not in answer.text  # type: ignore[attr-defined]
+
+
+def test_a_walk_in_finds_the_user_by_exact_address_among_similar_ones(
+    client: TestClient, session: Session, labs: Labs
+) -> None:
+    for n in range(25):  # addresses containing the wanted one, which a substring search ranks first
+        make_user(session, email=f"a{n:02d}_b@example.cn")
+    wanted = make_user(session, email="zz_b@example.cn")
+    make_user(session, email="zzxb@example.cn")  # "_" must not match any character
+    login_page(client, labs.li.email)
+
+    answer, _ = walk_in(
+        client,
+        instrument_id=labs.instrument_a.id,
+        email="ZZ_B@example.cn",
+        started_at="2026-11-30T07:00",
+        ended_at="2026-11-30T08:30",
+    )
+    missing, _ = walk_in(
+        client,
+        instrument_id=labs.instrument_a.id,
+        email="zz%b@example.cn",
+        started_at="2026-11-30T07:00",
+        ended_at="2026-11-30T08:30",
+    )
+
+    assert answer.status_code == 303  # type: ignore[attr-defined]
+    record = session.exec(
+        select(UsageRecord).where(UsageRecord.instrument_id == labs.instrument_a.id)
+    ).one()
+    assert record.user_id == wanted.id
+    assert missing.status_code == 422  # type: ignore[attr-defined]
+
+
+def test_a_walk_in_form_sent_again_with_other_values_says_it_was_used(
+    client: TestClient, session: Session, labs: Labs
+) -> None:
+    login_page(client, labs.li.email)
+    first, form = walk_in(
+        client,
+        instrument_id=labs.instrument_a.id,
+        email=labs.researcher.email,
+        started_at="2026-11-30T07:00",
+        ended_at="2026-11-30T08:30",
+    )
+
+    changed = client.post(
+        "/manage/usage/walk-in",
+        data={**form, "started_at": "2026-11-30T05:00", "ended_at": "2026-11-30T06:00"},
+        follow_redirects=False,
+    )
+
+    assert first.status_code == 303  # type: ignore[attr-defined]
+    assert changed.status_code == 422
+    assert "此表单已经提交过" in changed.text
+    records = session.exec(
+        select(UsageRecord).where(UsageRecord.instrument_id == labs.instrument_a.id)
+    ).all()
+    assert [r.started_at for r in records] == [at("2026-11-30 07:00")]
+
+
+def test_the_week_feed_names_statuses_and_outages_in_the_readers_language(
+    client: TestClient, session: Session, labs: Labs
+) -> None:
+    shown = booking(session, labs.instrument_a, labs.researcher, S.PENDING, "2026-12-01 10:00")
+    login_page(client, labs.li.email)
+    url = f"/manage/facilities/{labs.facility_a.id}/calendar.json"
+    window = {"start": "2026-11-30T00:00:00+08:00", "end": "2026-12-07T00:00:00+08:00"}
+
+    events = client.get(url, params=window).json()
+    too_long = client.get(url, params={"start": "2026-11-01", "end": "2027-03-01"})
+    page = client.get(f"/manage/facilities/{labs.facility_a.id}/calendar").text
+
+    event = next(e for e in events if e["id"] == f"booking-{shown.id}")
+    assert event["extendedProps"]["status_label"] == "待审批"
+    assert "待审批" in event["title"]
+    assert too_long.status_code == 422
+    assert "每次请查询 1 到 62 天" in too_long.text
+    assert 'data-failure="本周日程加载失败' in page
+    assert 'role="region"' in page
+
+
+def test_today_is_each_facilitys_own_day(client: TestClient, session: Session, labs: Labs) -> None:
+    labs.facility_a.timezone = "Europe/Berlin"  # 09:00 in Shanghai is 02:00 in Berlin
+    session.add(labs.facility_a)
+    session.flush()
+    # Sunday 23:00 in Berlin: already Monday in Shanghai, but not "today" at the Berlin facility.
+    sunday = booking(session, labs.instrument_a, labs.researcher, S.CONFIRMED, "2026-11-30 06:00")
+    # Monday 10:00 in Berlin: Monday 17:00 in Shanghai.
+    monday = booking(session, labs.instrument_a, labs.researcher, S.CONFIRMED, "2026-11-30 17:00")
+    login_page(client, labs.li.email)
+
+    dashboard = client.get("/manage", params={"facility_id": labs.facility_a.id}).text
+    desk_page = client.get("/desk", params={"facility_id": labs.facility_a.id}).text
+
+    assert "2026-11-30 (Europe/Berlin)" in dashboard
+    assert f'id="desk-{monday.id}"' in desk_page
+    assert f'id="desk-{sunday.id}"' not in desk_page
+    assert "(Europe/Berlin)" in desk_page

@@ -22,22 +22,26 @@ from booking.models import Booking
 from booking.rules import BookingStatus
 from booking.service import BookingPolicy
 from core.auth.principal import Principal
-from core.errors import DomainError, NotFound
+from core.errors import DomainError, NotFound, Problem
 from instruments import queries as catalogue
 from instruments import service as instruments
 from web.deps import AppSettings, DbSession
 from web.messages import N_
-from web.pages.deps import CsrfChecked, OptionalPagePrincipal, PagePrincipal
+from web.pages.deps import MAX_ID, CsrfChecked, ObjectId, OptionalPagePrincipal, PagePrincipal
 from web.pages.manage import (
     PAGE_SIZE,
     STATUS_LABELS,
+    FormId,
     Page,
     Pager,
+    QueryId,
     facilities_in,
     local_day,
     manager_scope,
     narrowed_scope,
     page_link,
+    parse_samples,
+    today_at,
     today_in,
 )
 from web.routing import TransactionalRoute
@@ -84,15 +88,18 @@ def render_desk(
     page: int = 1,
     status_code: int = 200,
     message: str | None = None,
+    errors: dict[int, str] | None = None,
+    values: dict[int, str] | None = None,
 ) -> Response:
     scope = manager_scope(principal)
     shown = narrowed_scope(principal, scope, facility_id)
-    day_start, day_end = local_day(today_in(settings.timezone), settings.timezone)
+    facilities = facilities_in(session, scope)
+    window = today_at([f for f in facilities if shown is None or f.id in shown], settings.timezone)
     rows, total = bookings.facility_bookings(
         session,
         facility_ids=shown,
-        start=day_start,
-        end=day_end,
+        start=window.start,
+        end=window.end,
         statuses=DESK_STATUSES,
         instrument_id=instrument_id,
         search=q or None,
@@ -103,7 +110,7 @@ def render_desk(
         request,
         "desk/desk.html",
         {
-            "rows": rows,
+            "rows": [row for row in rows if window.holds(row)],
             "pager": Pager(page, total),
             "page_link": lambda n: page_link(request, n),
             "q": q,
@@ -111,12 +118,15 @@ def render_desk(
             if shown is not None
             else [],
             "instrument_id": instrument_id,
-            "facilities": facilities_in(session, scope) if scope is None or len(scope) > 1 else [],
+            "facilities": facilities if scope is None or len(scope) > 1 else [],
             "facility_id": facility_id,
             "status_labels": STATUS_LABELS,
             "message": message,
+            "errors": errors or {},
+            "values": values or {},
             "done": request.query_params.get("done"),
-            "day": today_in(settings.timezone),
+            "day": window.day,
+            "day_zone": window.zone,
         },
         status_code=status_code,
     )
@@ -129,8 +139,8 @@ def desk(
     session: DbSession,
     settings: AppSettings,
     q: Annotated[str, Query(max_length=100)] = "",
-    instrument_id: int | None = None,
-    facility_id: int | None = None,
+    instrument_id: QueryId = None,
+    facility_id: QueryId = None,
     page: Page = 1,
 ) -> Response:
     return render_desk(
@@ -160,16 +170,16 @@ def _desk_return(q: str, instrument_id: int | None, facility_id: int | None, don
 @router.post("/desk/bookings/{booking_id}/{step}")
 def desk_step(
     request: Request,
-    booking_id: int,
+    booking_id: ObjectId,
     step: str,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
     settings: AppSettings,
-    samples: Annotated[int | None, Form(ge=0, le=100_000)] = None,
+    samples: Annotated[str, Form(max_length=20)] = "",
     q: Annotated[str, Form(max_length=100)] = "",
-    instrument_id: Annotated[int | None, Form()] = None,
-    facility_id: Annotated[int | None, Form()] = None,
+    instrument_id: FormId = None,
+    facility_id: FormId = None,
 ) -> Response:
     """Check a booking of the manager's facilities in or out at the desk."""
     manager_scope(principal)
@@ -181,8 +191,23 @@ def desk_step(
     back = _desk_return(q, instrument_id, facility_id, step)
     if _already_done(booking, step):
         return RedirectResponse(back, status_code=303)  # a repeated click: nothing more to do
+    problems: list[Problem] = []
+    count = parse_samples(samples, "samples", problems)
+    if problems:
+        return render_desk(
+            request,
+            session,
+            principal,
+            settings,
+            q=q,
+            instrument_id=instrument_id,
+            facility_id=facility_id,
+            status_code=422,
+            errors={booking_id: problems[0].message},
+            values={booking_id: samples},
+        )
     try:
-        _apply(session, principal, settings, booking, step, samples)
+        _apply(session, principal, settings, booking, step, count)
     except DomainError as exc:
         if exc.status_code in (403, 404):
             raise
@@ -233,7 +258,7 @@ def _apply(
 @router.get("/manage/instruments/{instrument_id}/qr")
 def qr_page(
     request: Request,
-    instrument_id: int,
+    instrument_id: ObjectId,
     principal: PagePrincipal,
     session: DbSession,
     settings: AppSettings,
@@ -264,7 +289,7 @@ def qr_svg(url: str) -> bytes:
 @router.get("/instruments/{instrument_id}/qr.svg")
 def qr_image(
     request: Request,
-    instrument_id: int,
+    instrument_id: ObjectId,
     principal: OptionalPagePrincipal,
     session: DbSession,
     settings: AppSettings,
@@ -292,6 +317,8 @@ def render_checkin(
     *,
     status_code: int = 200,
     message: str | None = None,
+    samples_error: str | None = None,
+    samples_value: str | None = None,
 ) -> Response:
     instrument, facility = catalogue.instrument_with_facility(session, instrument_id)
     day_start, day_end = local_day(today_in(facility.timezone), facility.timezone)
@@ -310,6 +337,8 @@ def render_checkin(
             "facility": facility,
             "booking": booking,
             "message": message,
+            "samples_error": samples_error,
+            "samples_value": samples_value,
             "done": request.query_params.get("done"),
             "status_labels": STATUS_LABELS,
         },
@@ -319,7 +348,7 @@ def render_checkin(
 
 @router.get("/checkin/{instrument_id}")
 def checkin_page(
-    request: Request, instrument_id: int, principal: PagePrincipal, session: DbSession
+    request: Request, instrument_id: ObjectId, principal: PagePrincipal, session: DbSession
 ) -> Response:
     """What the instrument's QR code opens: the scanner's booking on it today, to use."""
     return render_checkin(request, session, principal, instrument_id)
@@ -328,14 +357,14 @@ def checkin_page(
 @router.post("/checkin/{instrument_id}/{step}")
 def checkin_step(
     request: Request,
-    instrument_id: int,
+    instrument_id: ObjectId,
     step: str,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
     settings: AppSettings,
-    booking_id: Annotated[int, Form()],
-    samples: Annotated[int | None, Form(ge=0, le=100_000)] = None,
+    booking_id: Annotated[int, Form(ge=1, le=MAX_ID)],
+    samples: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
     """Check in to or out of one's own booking on this instrument."""
     if step not in ("check-in", "check-out"):
@@ -346,8 +375,20 @@ def checkin_step(
     back = f"/checkin/{instrument_id}?done={step}"
     if _already_done(booking, step):
         return RedirectResponse(back, status_code=303)
+    problems: list[Problem] = []
+    count = parse_samples(samples, "samples", problems)
+    if problems:
+        return render_checkin(
+            request,
+            session,
+            principal,
+            instrument_id,
+            status_code=422,
+            samples_error=problems[0].message,
+            samples_value=samples,
+        )
     try:
-        _apply(session, principal, settings, booking, step, samples)
+        _apply(session, principal, settings, booking, step, count)
     except DomainError as exc:
         if exc.status_code in (403, 404):
             raise

@@ -20,13 +20,13 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
 
 from booking import queries as bookings
 from booking import service as booking_service
 from booking.models import Booking, IdempotencyRecord
 from booking.rules import HELD_STATUSES, BookingStatus
 from booking.schemas import UsageRecordCorrection, UsageRecordCreate
-from core.accounts import queries as account_queries
 from core.auth.principal import Principal
 from core.clock import now
 from core.errors import DomainError, NotFound, PermissionDenied, Problem, RuleViolation
@@ -34,8 +34,16 @@ from instruments import queries as catalogue
 from instruments import service as instruments
 from instruments.models import Facility, Instrument
 from web.deps import AppSettings, DbSession
+from web.i18n import gettext
 from web.messages import N_
-from web.pages.deps import CsrfChecked, PagePrincipal, errors_by_field
+from web.pages.deps import (
+    MAX_ID,
+    CsrfChecked,
+    ObjectId,
+    PagePrincipal,
+    errors_by_field,
+    within_calendar,
+)
 from web.routing import TransactionalRoute
 from web.templating import render
 
@@ -85,6 +93,14 @@ OUT_OF_SERVICE_LABELS = {
     "calibration": N_("Calibration"),
     "repair": N_("Repair"),
     "other": N_("Outage"),
+}
+# Booking rules a lab manager may override for a booking (codes of booking.rules).
+OVERRIDE_LABELS = {
+    "too_short": N_("shorter than the minimum"),
+    "too_long": N_("longer than the maximum"),
+    "too_short_notice": N_("booked at short notice"),
+    "too_far_ahead": N_("booked too far ahead"),
+    "outside_opening_hours": N_("outside the opening hours"),
 }
 USAGE_KINDS = (("use", N_("Use")), ("training", N_("Training")), ("maintenance", N_("Maintenance")))
 # Messages of the booking service the manager pages show (English ids, translated when shown).
@@ -144,6 +160,54 @@ def today_in(zone: str) -> date:
 
 
 @dataclass(frozen=True)
+class Today:
+    """Today at a set of facilities, each in its own zone: the window covering all of them."""
+
+    day: date
+    zone: str | None  # the one zone of them all, or None when they lie in several zones
+    start: datetime
+    end: datetime
+
+    def holds(self, row: bookings.BookingRow) -> bool:
+        """Whether a booking overlaps today in its own facility's zone."""
+        start, end = local_day(today_in(row.zone), row.zone)
+        return row.booking.start_at < end and row.booking.end_at > start
+
+
+def today_at(facilities: list[Facility], default_zone: str) -> Today:
+    zones = sorted({f.timezone for f in facilities}) or [default_zone]
+    spans = [local_day(today_in(zone), zone) for zone in zones]
+    return Today(
+        day=today_in(zones[0]),
+        zone=zones[0] if len(zones) == 1 else None,
+        start=min(start for start, _ in spans),
+        end=max(end for _, end in spans),
+    )
+
+
+OUT_OF_RANGE_DAY = N_("Choose a day between the years 2000 and 2100.")
+MAX_SAMPLES = 100_000
+
+
+def checked_day(day: date | None, field: str) -> date | None:
+    """A day asked for in the query; far outside the years planned for it is refused (422)."""
+    if day is not None and not within_calendar(day):
+        raise RuleViolation([Problem("out_of_range", OUT_OF_RANGE_DAY, field)])
+    return day
+
+
+def parse_samples(text: str, field: str, problems: list[Problem]) -> int | None:
+    """A sample count typed in a form: ASCII digits 0..MAX_SAMPLES, else a problem on ``field``."""
+    value = text.strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit() and len(value) <= 6 and int(value) <= MAX_SAMPLES:
+        return int(value)
+    problems.append(Problem("invalid_number", N_("Enter a whole number from 0 to 100000."), field))
+    return None
+
+
+@dataclass(frozen=True)
 class Pager:
     page: int
     total: int
@@ -166,6 +230,9 @@ def page_link(request: Request, page: int) -> str:
 
 
 Page = Annotated[int, Query(ge=1, le=100_000)]
+# An id filter in the query or a form: beyond MAX_ID it names nothing, answered 422 (not a 500).
+QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+FormId = Annotated[int | None, Form(ge=1, le=MAX_ID)]
 
 
 # --- Dashboard -----------------------------------------------------------------------------
@@ -177,25 +244,25 @@ def dashboard(
     principal: PagePrincipal,
     session: DbSession,
     settings: AppSettings,
-    facility_id: int | None = None,
+    facility_id: QueryId = None,
     page: Page = 1,
 ) -> Response:
     scope = manager_scope(principal)
     shown = narrowed_scope(principal, scope, facility_id)
-    day_start, day_end = local_day(today_in(settings.timezone), settings.timezone)
+    facilities = facilities_in(session, scope)
+    shown_facilities = [f for f in facilities if shown is None or f.id in shown]
+    window = today_at(shown_facilities, settings.timezone)
     today, total = bookings.facility_bookings(
         session,
         facility_ids=shown,
-        start=day_start,
-        end=day_end,
+        start=window.start,
+        end=window.end,
         statuses=TODAY_STATUSES,
         offset=(page - 1) * PAGE_SIZE,
         limit=PAGE_SIZE,
     )
     pending = bookings.pending_counts(session, facility_ids=shown)
     unavailable = catalogue.out_of_service(session, facility_ids=shown, at=now())
-    facilities = facilities_in(session, scope)
-    shown_facilities = [f for f in facilities if shown is None or f.id in shown]
     return render(
         request,
         "manage/dashboard.html",
@@ -204,13 +271,15 @@ def dashboard(
             "shown_facilities": shown_facilities,
             "facility_names": {f.id: f.name for f in facilities},
             "facility_id": facility_id,
-            "today": today,
+            "today": [row for row in today if window.holds(row)],
             "pager": Pager(page, total),
             "page_link": lambda n: page_link(request, n),
             "pending": pending,
             "pending_total": sum(pending.values()),
             "unavailable": unavailable,
-            "day": today_in(settings.timezone),
+            "day": window.day,
+            "day_zone": window.zone,
+            "facility_zones": {f.id: f.timezone for f in facilities},
             "status_labels": STATUS_LABELS,
             "out_labels": OUT_OF_SERVICE_LABELS,
         },
@@ -265,6 +334,10 @@ def render_queue(
             "operated_labels": OPERATED_BY_LABELS,
             "qualification_labels": QUALIFICATION_LABELS,
             "blocked_labels": BLOCKED_LABELS,
+            "override_labels": OVERRIDE_LABELS,
+            "facility_zones": {f.id: f.timezone for f in facilities_in(session, shown)}
+            if blocked
+            else {},
         },
         status_code=status_code,
     )
@@ -275,8 +348,8 @@ def approval_queue(
     request: Request,
     principal: PagePrincipal,
     session: DbSession,
-    facility_id: int | None = None,
-    instrument_id: int | None = None,
+    facility_id: QueryId = None,
+    instrument_id: QueryId = None,
     page: Page = 1,
 ) -> Response:
     return render_queue(
@@ -298,12 +371,14 @@ def decide(
     action: Annotated[str, Form(max_length=10)] = "",
     booking_id: Annotated[list[int], Form(max_length=200)] = [],  # noqa: B006 (FastAPI copies)
     reason: Annotated[str, Form(max_length=1000)] = "",
-    row: Annotated[int | None, Form()] = None,
-    facility_id: Annotated[int | None, Form()] = None,
-    instrument_id: Annotated[int | None, Form()] = None,
+    row: Annotated[int | None, Form(ge=0, le=10_000)] = None,
+    facility_id: FormId = None,
+    instrument_id: FormId = None,
 ) -> Response:
     """Approve or reject the chosen requests, all of them or none (one transaction)."""
     manager_scope(principal)
+    if any(not 1 <= i <= MAX_ID for i in booking_id):
+        raise RuleViolation([Problem("not_found", N_("No such request."), "booking_id")])
     ids = list(dict.fromkeys(booking_id))
 
     def again(status: int, selected: set[int] | None = None, **context: Any) -> Response:
@@ -415,7 +490,7 @@ def day_lanes(
 @router.get("/manage/facilities/{facility_id}/calendar")
 def facility_calendar(
     request: Request,
-    facility_id: int,
+    facility_id: ObjectId,
     principal: PagePrincipal,
     session: DbSession,
     day: date | None = None,
@@ -423,7 +498,7 @@ def facility_calendar(
     facility = instruments.managed_facility(
         session, actor=principal, facility_id=facility_id, action="see the facility calendar"
     )
-    shown_day = day or today_in(facility.timezone)
+    shown_day = checked_day(day, "day") or today_in(facility.timezone)
     day_start, day_end = local_day(shown_day, facility.timezone)
     lanes = catalogue.instruments_at(session, facility_ids=[facility_id])
     rows, _ = bookings.facility_bookings(
@@ -462,19 +537,22 @@ def _calendar_time(text: str, zone: ZoneInfo, field: str) -> datetime:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise RuleViolation(
-            [Problem("invalid_time", "Give the time as ISO 8601.", field)]
+            [Problem("invalid_time", gettext(N_("Give the time as ISO 8601.")), field)]
         ) from None
+    if not within_calendar(moment):
+        raise RuleViolation([Problem("out_of_range", gettext(OUT_OF_RANGE_DAY), field)])
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
 @router.get("/manage/facilities/{facility_id}/calendar.json")
 def facility_calendar_events(
-    facility_id: int,
+    request: Request,
+    facility_id: ObjectId,
     principal: PagePrincipal,
     session: DbSession,
     start: Annotated[str, Query(max_length=40)],
     end: Annotated[str, Query(max_length=40)],
-    instrument_id: int | None = None,
+    instrument_id: QueryId = None,
 ) -> Response:
     """The facility's bookings (who, what for, status) and outages for FullCalendar."""
     facility = instruments.managed_facility(
@@ -485,7 +563,7 @@ def facility_calendar_events(
     window_end = _calendar_time(end, zone, "end")
     if window_end <= window_start or window_end - window_start > timedelta(days=CALENDAR_MAX_DAYS):
         raise RuleViolation(
-            [Problem("bad_window", f"Ask for 1 to {CALENDAR_MAX_DAYS} days at a time.", "end")]
+            [Problem("bad_window", gettext(N_("Ask for 1 to 62 days at a time.")), "end")]
         )
     if instrument_id is not None:
         instrument = instruments.get_instrument(session, instrument_id)
@@ -510,7 +588,9 @@ def facility_calendar_events(
     events: list[dict[str, Any]] = [
         {
             "id": f"booking-{row.booking.id}",
-            "title": f"{row.instrument_name} · {row.user_name}",
+            # The status is named in words too: its colour alone tells nothing to some readers.
+            "title": f"{row.instrument_name} · {row.user_name} · "
+            f"{gettext(STATUS_LABELS[row.booking.status])}",
             "start": row.booking.start_at.isoformat(),
             "end": row.booking.end_at.isoformat(),
             "className": f"booking booking-{row.booking.status}",
@@ -522,6 +602,7 @@ def facility_calendar_events(
                 "email": row.user_email,
                 "organisation": row.organisation_name,
                 "status": str(row.booking.status),
+                "status_label": gettext(STATUS_LABELS[row.booking.status]),
                 "operated_by": str(row.booking.operated_by),
                 "purpose": row.booking.purpose,
             },
@@ -533,9 +614,14 @@ def facility_calendar_events(
             "id": f"outage-{outage.id}",
             "start": outage.start_at.isoformat(),
             "end": outage.end_at.isoformat(),
+            "title": gettext(OUT_OF_SERVICE_LABELS.get(str(outage.kind), N_("Outage"))),
             "display": "background",
             "className": "outage",
-            "extendedProps": {"kind": str(outage.kind), "instrument_id": outage.instrument_id},
+            "extendedProps": {
+                "kind": str(outage.kind),
+                "kind_label": gettext(OUT_OF_SERVICE_LABELS.get(str(outage.kind), N_("Outage"))),
+                "instrument_id": outage.instrument_id,
+            },
         }
         for outage in outages
     ]
@@ -568,8 +654,8 @@ def render_usage(
     session: DbSession,
     principal: Principal,
     *,
-    instrument_id: int | None = None,
-    facility_id: int | None = None,
+    instrument_id: QueryId = None,
+    facility_id: QueryId = None,
     from_date: date | None = None,
     to_date: date | None = None,
     page: int = 1,
@@ -581,6 +667,8 @@ def render_usage(
 ) -> Response:
     scope = manager_scope(principal)
     shown = narrowed_scope(principal, scope, facility_id)
+    single_zone = today_at(facilities_in(session, shown), zone).zone
+    zone = single_zone or zone  # the facilities' own zone when they share one
     start = local_day(from_date, zone)[0] if from_date else None
     end = local_day(to_date, zone)[1] if to_date else None
     rows, total = bookings.facility_usage(
@@ -606,6 +694,8 @@ def render_usage(
             "facility_id": facility_id,
             "from_date": from_date,
             "to_date": to_date,
+            "zone": zone,
+            "single_zone": single_zone,
             "errors": errors or {},
             "values": values or {},
             "error_record_id": error_record_id,
@@ -626,8 +716,8 @@ def usage_records(
     principal: PagePrincipal,
     session: DbSession,
     settings: AppSettings,
-    instrument_id: int | None = None,
-    facility_id: int | None = None,
+    instrument_id: QueryId = None,
+    facility_id: QueryId = None,
     from_date: Annotated[date | None, Query(alias="from")] = None,
     to_date: Annotated[date | None, Query(alias="to")] = None,
     page: Page = 1,
@@ -638,8 +728,8 @@ def usage_records(
         principal,
         instrument_id=instrument_id,
         facility_id=facility_id,
-        from_date=from_date,
-        to_date=to_date,
+        from_date=checked_day(from_date, "from"),
+        to_date=checked_day(to_date, "to"),
         page=page,
         zone=settings.timezone,
     )
@@ -648,7 +738,7 @@ def usage_records(
 @router.post("/manage/usage/{usage_id}/correct")
 def correct_usage(
     request: Request,
-    usage_id: int,
+    usage_id: ObjectId,
     _csrf: CsrfChecked,
     principal: PagePrincipal,
     session: DbSession,
@@ -667,10 +757,7 @@ def correct_usage(
         "note": note.strip(),
     }
     if samples.strip():
-        if samples.strip().isdigit():
-            data["samples"] = int(samples)
-        else:
-            problems.append(Problem("invalid_number", N_("Enter a whole number."), "samples"))
+        data["samples"] = parse_samples(samples, "samples", problems)
     if not data["note"]:
         problems.append(Problem("required", N_("Say why the record is corrected."), "note"))
     values = {"started_at": started_at, "ended_at": ended_at, "samples": samples, "note": note}
@@ -732,7 +819,7 @@ def record_walk_in(
     principal: PagePrincipal,
     session: DbSession,
     settings: AppSettings,
-    instrument_id: Annotated[int | None, Form()] = None,
+    instrument_id: FormId = None,
     email: Annotated[str, Form(max_length=254)] = "",
     started_at: Annotated[str, Form(max_length=40)] = "",
     ended_at: Annotated[str, Form(max_length=40)] = "",
@@ -761,7 +848,7 @@ def record_walk_in(
         if not principal.manages_facility(instrument.facility_id):
             raise NotFound("Instrument")
         zone = facility.timezone
-    user_id = _user_id_by_email(session, email)
+    user_id = bookings.active_user_id_by_email(session, email) if email.strip() else None
     if user_id is None:
         problems.append(Problem("unknown_user", N_("No user has this e-mail address."), "email"))
     start = parse_local(started_at, zone, "started_at", problems)
@@ -770,12 +857,7 @@ def record_walk_in(
         problems.append(Problem("required", N_("Enter a date and time."), "started_at"))
     if end is None and not any(p.field == "ended_at" for p in problems):
         problems.append(Problem("required", N_("Enter a date and time."), "ended_at"))
-    count: int | None = None
-    if samples.strip():
-        if samples.strip().isdigit():
-            count = int(samples)
-        else:
-            problems.append(Problem("invalid_number", N_("Enter a whole number."), "samples"))
+    count = parse_samples(samples, "samples", problems)
     if kind not in dict(USAGE_KINDS):
         problems.append(Problem("invalid_kind", N_("Choose a kind of use."), "kind"))
     try:
@@ -825,26 +907,28 @@ def _first_submission(
     """Claim the form's one-time key; False if a submission of the same form claimed it.
 
     The unique (user, key) row is written before the record: a double-clicked submit waits
-    for the first to commit, then finds the key taken and records nothing.
+    for the first to commit, then finds the key taken and records nothing. The key sent again
+    with other values (the form edited after it was sent) is refused, not silently dropped.
     """
+    key = f"page:walk-in:{form_key}"
+    fingerprint = hashlib.sha256(repr(sorted(values.items())).encode()).hexdigest()
     claim = IdempotencyRecord(
-        user_id=principal.user_id,
-        key=f"page:walk-in:{form_key}",
-        request_hash=hashlib.sha256(repr(sorted(values.items())).encode()).hexdigest(),
-        status_code=303,
+        user_id=principal.user_id, key=key, request_hash=fingerprint, status_code=303
     )
     try:
         with session.begin_nested():
             session.add(claim)
             session.flush()
     except IntegrityError:
+        earlier = session.exec(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.user_id == principal.user_id, IdempotencyRecord.key == key
+            )
+        ).first()
+        if earlier is not None and earlier.request_hash != fingerprint:
+            raise RuleViolation([Problem("form_reused", FORM_REUSED)]) from None
         return False
     return True
 
 
-def _user_id_by_email(session: DbSession, email: str) -> int | None:
-    wanted = email.strip().lower()
-    if not wanted:
-        return None
-    users, _ = account_queries.list_users(session, q=wanted, limit=20)
-    return next((u.id for u in users if u.email == wanted), None)
+FORM_REUSED = N_("This form was already used; reload the page to record another use.")

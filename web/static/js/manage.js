@@ -20,11 +20,11 @@
 
   function describe(event) {
     const p = event.extendedProps || {};
-    if (!p.booking_id) return "";
+    if (!p.booking_id) return p.kind_label || "";
     const parts = [p.instrument, p.user + (p.email ? " <" + p.email + ">" : "")];
     if (p.organisation) parts.push(p.organisation);
     if (p.purpose) parts.push(p.purpose);
-    parts.push(p.status);
+    parts.push(p.status_label || p.status);
     return parts.join(" · ");
   }
 
