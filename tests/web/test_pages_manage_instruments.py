@@ -1056,6 +1056,16 @@ def test_a_second_click_on_a_request_action_lands_where_the_first_went(
             assert answer.status_code == 303, (action, answer.text[:300])
             assert answer.headers["location"].startswith(path + "?done=")
 
+    for _ in range(2):
+        uploaded = manager_client.post(
+            f"{path}/report",
+            data={"csrf_token": token},
+            files={"file": ("报告.pdf", PDF, "application/pdf")},
+            follow_redirects=False,
+        )
+        assert uploaded.status_code == 303, uploaded.text[:300]
+    assert manager_client.get(path).text.count("报告.pdf") == 1
+
     rejected_id = submitted["submit"](1)
     for _ in range(2):
         answer = manager_client.post(

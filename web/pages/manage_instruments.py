@@ -9,6 +9,7 @@ as the API does; their problems come back next to the fields.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -27,7 +28,7 @@ from starlette.datastructures import FormData
 from booking import outages as booking_outages
 from booking import queries as booking_queries
 from booking import requests as service_requests
-from booking.models import IdempotencyRecord, ServiceRequestStatus
+from booking.models import IdempotencyRecord, ServiceRequestFile, ServiceRequestStatus
 from booking.rules import HELD_STATUSES, BookingStatus
 from core.accounts.models import User
 from core.accounts.rules import Role, normalise_email
@@ -1776,6 +1777,19 @@ def upload_report(
         )
     limit = report_upload_limit(request)
     content = file.file.read(limit + 1)
+    found = managed_request(session, principal, request_id)
+    if (
+        found.status == ServiceRequestStatus.REPORTED
+        and session.exec(
+            select(ServiceRequestFile.id).where(
+                ServiceRequestFile.service_request_id == request_id,
+                ServiceRequestFile.kind == "report",
+                ServiceRequestFile.sha256 == hashlib.sha256(content).hexdigest(),
+            )
+        ).first()
+    ):
+        # The same report sent twice (a double click): the first stored it, land where it went.
+        return redirect(f"/manage/service-requests/{request_id}?done=reported")
     return request_action(
         session,
         request,
