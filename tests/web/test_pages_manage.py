@@ -1018,3 +1018,22 @@ def test_today_is_each_facilitys_own_day(client: TestClient, session: Session, l
     assert f'id="desk-{monday.id}"' in desk_page
     assert f'id="desk-{sunday.id}"' not in desk_page
     assert "(Europe/Berlin)" in desk_page
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00", "9999-12-31T23:59"])
+def test_a_walk_in_at_the_calendars_ends_is_refused_in_words(
+    client: TestClient, session: Session, labs: Labs, moment: str
+) -> None:
+    login_page(client, labs.li.email)
+
+    answer, _ = walk_in(
+        client,
+        instrument_id=labs.instrument_a.id,
+        email=labs.researcher.email,
+        started_at=moment,
+        ended_at=moment,
+    )
+
+    assert answer.status_code == 422  # type: ignore[attr-defined]
+    assert "Input should" not in answer.text  # type: ignore[attr-defined]
+    assert session.exec(select(UsageRecord)).all() == []

@@ -804,11 +804,18 @@ def _usage_zone(session: DbSession, principal: Principal, usage_id: int) -> str:
     return rows[0].zone
 
 
+INVALID_VALUE = N_("This value is not accepted; correct it and send the form again.")
+
+
 def _validation_errors(exc: ValidationError) -> dict[str, Any]:
+    """The fields a schema refused, each with a message the page translates.
+
+    Pydantic's own texts are English sentences with values in them; they are not shown.
+    """
     errors: dict[str, Any] = {}
     for error in exc.errors():
         field = str(error["loc"][0]) if error.get("loc") else ""
-        errors.setdefault(field, str(error.get("msg", "Invalid value.")))
+        errors.setdefault(field, INVALID_VALUE)
     return errors
 
 
