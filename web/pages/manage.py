@@ -371,7 +371,7 @@ def decide(
     action: Annotated[str, Form(max_length=10)] = "",
     booking_id: Annotated[list[int], Form(max_length=200)] = [],  # noqa: B006 (FastAPI copies)
     reason: Annotated[str, Form(max_length=1000)] = "",
-    row: Annotated[int | None, Form(ge=0, le=10_000)] = None,
+    row: Annotated[int | None, Form(ge=0, le=MAX_ID)] = None,  # the booking id of a row
     facility_id: FormId = None,
     instrument_id: FormId = None,
 ) -> Response:
