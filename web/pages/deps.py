@@ -9,9 +9,10 @@ from urllib.parse import quote
 from fastapi import Depends, Form, Path, Request
 
 from core.auth.principal import Principal, load_principal
-from core.errors import DomainError
+from core.errors import DomainError, Problem
 from web import csrf
 from web.deps import DbSession, PageSession, page_session
+from web.messages import N_
 
 
 class LoginRequired(Exception):
@@ -120,3 +121,17 @@ EARLIEST_YEAR, LATEST_YEAR = 2000, 2100
 def within_calendar(moment: date) -> bool:
     """Whether a date (or datetime) lies in the years the platform plans for."""
     return EARLIEST_YEAR <= moment.year <= LATEST_YEAR
+
+
+MAX_SAMPLES = 100_000
+
+
+def parse_samples(text: str, field: str, problems: list[Problem]) -> int | None:
+    """A sample count typed in a form: ASCII digits 0..MAX_SAMPLES, else a problem on ``field``."""
+    value = text.strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit() and len(value) <= 6 and int(value) <= MAX_SAMPLES:
+        return int(value)
+    problems.append(Problem("invalid_number", N_("Enter a whole number from 0 to 100000."), field))
+    return None

@@ -27,7 +27,14 @@ from instruments import queries as catalogue
 from instruments import service as instruments
 from web.deps import AppSettings, DbSession
 from web.messages import N_
-from web.pages.deps import MAX_ID, CsrfChecked, ObjectId, OptionalPagePrincipal, PagePrincipal
+from web.pages.deps import (
+    MAX_ID,
+    CsrfChecked,
+    ObjectId,
+    OptionalPagePrincipal,
+    PagePrincipal,
+    parse_samples,
+)
 from web.pages.manage import (
     PAGE_SIZE,
     STATUS_LABELS,
@@ -40,7 +47,6 @@ from web.pages.manage import (
     manager_scope,
     narrowed_scope,
     page_link,
-    parse_samples,
     today_at,
     today_in,
 )

@@ -42,6 +42,7 @@ from web.pages.deps import (
     ObjectId,
     PagePrincipal,
     errors_by_field,
+    parse_samples,
     within_calendar,
 )
 from web.routing import TransactionalRoute
@@ -186,7 +187,6 @@ def today_at(facilities: list[Facility], default_zone: str) -> Today:
 
 
 OUT_OF_RANGE_DAY = N_("Choose a day between the years 2000 and 2100.")
-MAX_SAMPLES = 100_000
 
 
 def checked_day(day: date | None, field: str) -> date | None:
@@ -194,17 +194,6 @@ def checked_day(day: date | None, field: str) -> date | None:
     if day is not None and not within_calendar(day):
         raise RuleViolation([Problem("out_of_range", OUT_OF_RANGE_DAY, field)])
     return day
-
-
-def parse_samples(text: str, field: str, problems: list[Problem]) -> int | None:
-    """A sample count typed in a form: ASCII digits 0..MAX_SAMPLES, else a problem on ``field``."""
-    value = text.strip()
-    if not value:
-        return None
-    if value.isascii() and value.isdigit() and len(value) <= 6 and int(value) <= MAX_SAMPLES:
-        return int(value)
-    problems.append(Problem("invalid_number", N_("Enter a whole number from 0 to 100000."), field))
-    return None
 
 
 @dataclass(frozen=True)

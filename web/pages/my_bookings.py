@@ -47,6 +47,7 @@ from web.pages.deps import (
     ObjectId,
     PagePrincipal,
     parse_id,
+    parse_samples,
     safe_next,
     within_calendar,
 )
@@ -641,12 +642,10 @@ def check_out(
     values = {"samples": samples}
 
     def work() -> str:
-        count = None
-        if samples.strip():
-            text = samples.strip()
-            if not (text.isascii() and text.isdigit()) or len(text) > 6 or int(text) > 100_000:
-                raise RuleViolation([Problem("invalid_number", "Enter a whole number.", "samples")])
-            count = int(text)
+        problems: list[Problem] = []
+        count = parse_samples(samples, "samples", problems)
+        if problems:
+            raise RuleViolation(problems)
         service.check_out(session, actor=principal, booking_id=booking_id, samples=count)
         return f"/my/bookings/{booking_id}?done=checked_out"
 
@@ -775,15 +774,13 @@ def _waitlist_page(
         session, user_id=principal.user_id, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
     )
     shown = dict(values or {})
-    instrument_name, zone = None, "Asia/Shanghai"
+    instrument_name, zone = None, str(request.app.state.settings.timezone)
     instrument_id = str(shown.get("instrument_id") or "")
     chosen_instrument = parse_id(instrument_id.strip())
     if errors and chosen_instrument is not None:
-        try:
+        with contextlib.suppress(NotFound):  # an unknown instrument: its field says so already
             instrument, facility = catalogue.instrument_with_facility(session, chosen_instrument)
             instrument_name, zone = instrument.name, facility.timezone
-        except NotFound:
-            pass
         for name in ("start", "end"):  # as the datetime-local fields show them
             with contextlib.suppress(RuleViolation):
                 shown[name] = local_input(parse_time(str(shown.get(name, "")), zone, name), zone)
