@@ -939,6 +939,8 @@ def _turnaround_medians(
     start: datetime,
     end: datetime,
     cells: dict[tuple[str, int], Sums],
+    *,
+    single_bucket: bool,
 ) -> dict[tuple[str | None, int | None], float]:
     """Median days from submission to report, per group and bucket, group, bucket and in all.
 
@@ -963,7 +965,12 @@ def _turnaround_medians(
         .subquery("reported")
     )
     medians: dict[tuple[str | None, int | None], float] = {}
-    for by_key, by_bucket in ((True, True), (True, False), (False, True), (False, False)):
+    partitions = [(True, True), (True, False), (False, True), (False, False)]
+    if single_bucket:
+        # One bucket: a group's median over the period is its median in the bucket, and the
+        # bucket's is the overall one; two window passes instead of four.
+        partitions = [(True, True), (False, False)]
+    for by_key, by_bucket in partitions:
         partition = [c for c, wanted in ((base.c.key, by_key), (base.c.idx, by_bucket)) if wanted]
         source = base
         if not by_key:
@@ -997,6 +1004,8 @@ def _turnaround_medians(
             key = _label_key(names.pop(0)) if by_key else None
             index = names.pop(0) if by_bucket else None
             medians[(key, index)] = float(median)
+            if single_bucket:
+                medians[(key, None if by_key else 0)] = float(median)
             if by_key and by_bucket:
                 cells[(key or "", index or 0)].reports_issued += int(count)
     return medians
@@ -1054,7 +1063,9 @@ def utilization_report(
         return {f: availability.facility_open(f) for f in facility_ids}
 
     _testing_figures(session, pairs, bucket_table, buckets, facility_open_time, zone, cells)
-    turnaround = _turnaround_medians(session, pairs, bucket_table, utc_start, utc_end, cells)
+    turnaround = _turnaround_medians(
+        session, pairs, bucket_table, utc_start, utc_end, cells, single_bucket=len(buckets) == 1
+    )
     if group_by not in (GroupBy.INSTRUMENT, GroupBy.CATEGORY):
         _add_facility_labels(session, group_by, scope, filters, labels, cells)
 

@@ -230,12 +230,13 @@ def test_the_low_use_list_gives_reasons_and_marks_large_instruments(
 def test_the_number_of_queries_does_not_grow_with_the_data(
     session: Session, world: World, database
 ) -> None:  # type: ignore[no-untyped-def]
+    two_months = (date(2025, 10, 1), date(2025, 12, 1))
     with counted_statements(database) as few:
-        report(session, GroupBy.INSTRUMENT, PeriodKind.MONTH, *OCTOBER)
+        report(session, GroupBy.INSTRUMENT, PeriodKind.MONTH, *two_months)
     from tests.reports.world import _usage, local
 
     for day in range(1, 29):
         _usage(session, world.b, world.external_user, local(11, day, 9), local(11, day, 10))
     with counted_statements(database) as many:
-        report(session, GroupBy.INSTRUMENT, PeriodKind.MONTH, date(2025, 10, 1), date(2025, 12, 1))
+        report(session, GroupBy.INSTRUMENT, PeriodKind.MONTH, *two_months)
     assert len(many) == len(few)
