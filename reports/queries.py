@@ -1158,7 +1158,7 @@ def low_use_instruments(
     low_use = low_use or LowUseRules()
     if problems := low_use.problems():
         raise RuleViolation(problems)
-    report = utilization_report(
+    by_instrument = utilization_report(
         session,
         start=start,
         end=end,
@@ -1168,7 +1168,17 @@ def low_use_instruments(
         zone=zone,
         filters=filters,
     )
-    days = (end - start).days
+    return low_use_in(by_instrument, low_use)
+
+
+def low_use_in(report: UtilizationReport, low_use: LowUseRules) -> list[dict[str, Any]]:
+    """The low-use instruments of a report already grouped by instrument (any period kind:
+    a group's figures are over the whole period), so a page showing both computes it once."""
+    if report.group_by is not GroupBy.INSTRUMENT:
+        raise ValueError("low use is read from a report grouped by instrument")
+    if problems := low_use.problems():
+        raise RuleViolation(problems)
+    days = (report.end - report.start).days
     found = []
     for group in report.groups():
         if group["status"] == InstrumentStatus.RETIRED.value:

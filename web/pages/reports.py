@@ -428,17 +428,18 @@ def build_report(
     )
 
 
-def instrument_groups(
+def instrument_report(
     session: Session,
     query: DashboardQuery,
     scope: ReportScope,
     zone: ZoneInfo,
     report: UtilizationReport,
-) -> list[dict[str, Any]]:
-    """Every instrument over the period (for the top and bottom charts)."""
+) -> UtilizationReport:
+    """Every instrument over the period (the top and bottom charts, the low-use list): the
+    page's own report when it is grouped by instrument, else one more."""
     if report.group_by is GroupBy.INSTRUMENT:
-        return report.groups()
-    by_instrument = queries.utilization_report(
+        return report
+    return queries.utilization_report(
         session,
         start=query.start,
         end=query.end,
@@ -448,7 +449,6 @@ def instrument_groups(
         zone=zone,
         filters=query.filters,
     )
-    return by_instrument.groups()
 
 
 def sorted_groups(groups: list[dict[str, Any]], query: DashboardQuery) -> list[dict[str, Any]]:
@@ -667,16 +667,9 @@ def dashboard(
         return render(request, "reports/dashboard.html", context, status_code=422)
     report = build_report(session, query, scope, zone)
     groups = sorted_groups(report.groups(), query)
-    instruments = instrument_groups(session, query, scope, zone, report)
-    low_use = queries.low_use_instruments(
-        session,
-        start=query.start,
-        end=query.end,
-        scope=scope,
-        zone=zone,
-        low_use=query.low_use_rules,
-        filters=query.filters,
-    )
+    by_instrument = instrument_report(session, query, scope, zone, report)
+    instruments = by_instrument.groups()
+    low_use = queries.low_use_in(by_instrument, query.low_use_rules)
     pager = Pager(min(query.page, _pages(len(groups), PAGE_SIZE)), len(groups), PAGE_SIZE)
     low_pager = Pager(
         min(query.low_page, _pages(len(low_use), LOW_USE_PAGE_SIZE)),
@@ -721,7 +714,7 @@ def chart_json(
         return _invalid_json(errors, _translator(locale))
     report = build_report(session, query, scope, zone)
     groups = sorted_groups(report.groups(), query)
-    instruments = instrument_groups(session, query, scope, zone, report)
+    instruments = instrument_report(session, query, scope, zone, report).groups()
     data = chart_data(report, groups, instruments, locale, _translator(locale))
     data |= {"from": query.start.isoformat(), "until": query.until.isoformat()}
     data["totals"] = report.totals()
