@@ -16,10 +16,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
-from booking.models import IdempotencyRecord
 from core import audit
 from core.accounts import queries as account_queries
 from core.accounts import service as accounts
@@ -43,6 +41,7 @@ from web.deps import DbSession
 from web.i18n import LOCALE_NAMES
 from web.messages import N_
 from web.pages.deps import CsrfChecked, ObjectId, PagePrincipal, parse_id
+from web.pages.form_keys import answered, claim_form, new_form_key, unclaim
 from web.routing import TransactionalRoute
 from web.templating import render
 
@@ -53,7 +52,6 @@ PAGE_SIZE = 50
 CHOICE_LIMIT = 500
 # "Retry all" puts back at most this many parked deliveries per click.
 RETRY_ALL_LIMIT = 500
-FORM_KEY_PREFIX = "admin-form:"
 # A generated password travels to the next page view in this cookie, then is forgotten.
 NEW_PASSWORD_COOKIE = "labshare_new_password"
 
@@ -246,67 +244,6 @@ def _offset(page: int) -> int:
     return (page - 1) * PAGE_SIZE
 
 
-def new_form_key() -> str:
-    return secrets.token_urlsafe(16)
-
-
-def _claim_sent(
-    session: Session, principal: Principal, form_key: str
-) -> tuple[IdempotencyRecord | None, str | None]:
-    """Take a form's one-time key before acting on it: ``(record, None)`` the first time,
-    ``(None, location)`` when the form was sent before (where its first submission went).
-
-    The key is unique per user in the database, so of two submissions racing each other the
-    second waits for the first to commit and then finds where it led (a double click lands
-    on the same page, not on a conflict)."""
-    if not form_key:
-        return None, None
-    key = FORM_KEY_PREFIX + form_key[:150]
-    earlier = _sent(session, principal, key)
-    if earlier is None:
-        record = IdempotencyRecord(
-            user_id=principal.user_id,
-            key=key,
-            request_hash="admin-form",
-            status_code=303,
-            response={},
-        )
-        try:
-            with session.begin_nested():
-                session.add(record)
-                session.flush()
-            return record, None
-        except IntegrityError:
-            earlier = _sent(session, principal, key)
-            if earlier is None:
-                raise
-    return None, str(earlier.response.get("location") or "/admin")
-
-
-def _sent(session: Session, principal: Principal, key: str) -> IdempotencyRecord | None:
-    return session.exec(
-        select(IdempotencyRecord).where(
-            IdempotencyRecord.user_id == principal.user_id, IdempotencyRecord.key == key
-        )
-    ).first()
-
-
-def _answered(session: Session, record: IdempotencyRecord | None, location: str) -> str:
-    """Remember where the form's first submission led (its twin is sent there too)."""
-    if record is not None:
-        record.response = {"location": location}
-        session.add(record)
-        session.flush()
-    return location
-
-
-def _unclaim(session: Session, record: IdempotencyRecord | None) -> None:
-    """A refused form gives its key back, so that the corrected form can be sent with it."""
-    if record is not None:
-        session.delete(record)
-        session.flush()
-
-
 def _blank_to_none(values: Mapping[str, str], *names: str) -> dict[str, Any]:
     out: dict[str, Any] = dict(values)
     for name in names:
@@ -471,7 +408,12 @@ def create_organisation(
     session: DbSession,
     fields: PostedFields,
 ) -> Response:
-    claimed, earlier = _claim_sent(session, principal, fields.get("form_key", ""))
+    claimed, earlier = claim_form(
+        session,
+        user_id=principal.user_id,
+        form_key=fields.get("form_key", ""),
+        action="admin:organisation",
+    )
     if earlier:
         return RedirectResponse(earlier, status_code=303)
     values = _organisation_values(fields)
@@ -479,16 +421,16 @@ def create_organisation(
         data = _parse(OrganisationCreate, {k: values.get(k) for k in ORGANISATION_FIELDS})
         organisation = accounts.create_organisation(session, actor_id=principal.user_id, data=data)
     except FormInvalid as invalid:
-        _unclaim(session, claimed)
+        unclaim(session, claimed)
         return _organisation_form(
             request, values=values, errors=invalid.errors, status_code=invalid.status_code
         )
     except DomainError as exc:
-        _unclaim(session, claimed)
+        unclaim(session, claimed)
         return _organisation_form(
             request, values=values, errors=domain_errors(exc), status_code=exc.status_code
         )
-    location = _answered(session, claimed, f"/admin/organisations/{organisation.id}?saved=1")
+    location = answered(session, claimed, f"/admin/organisations/{organisation.id}?saved=1")
     return RedirectResponse(location, status_code=303)
 
 
@@ -647,7 +589,12 @@ def create_user(
     session: DbSession,
     fields: PostedFields,
 ) -> Response:
-    claimed, earlier = _claim_sent(session, principal, fields.get("form_key", ""))
+    claimed, earlier = claim_form(
+        session,
+        user_id=principal.user_id,
+        form_key=fields.get("form_key", ""),
+        action="admin:user",
+    )
     if earlier:
         return RedirectResponse(earlier, status_code=303)
     values = _blank_to_none(fields, "organisation_id", "password", "role")
@@ -671,17 +618,17 @@ def create_user(
         )
         user = accounts.create_user(session, actor_id=principal.user_id, data=data)
     except FormInvalid as invalid:
-        _unclaim(session, claimed)
+        unclaim(session, claimed)
         return _new_user_form(
             request, session, values=shown, errors=invalid.errors, status_code=invalid.status_code
         )
     except DomainError as exc:
-        _unclaim(session, claimed)
+        unclaim(session, claimed)
         return _new_user_form(
             request, session, values=shown, errors=domain_errors(exc), status_code=exc.status_code
         )
     assert user.id is not None
-    location = _answered(session, claimed, f"/admin/users/{user.id}?created=1")
+    location = answered(session, claimed, f"/admin/users/{user.id}?created=1")
     response = RedirectResponse(location, status_code=303)
     if generated:
         _show_password_once(request, response, user.id, generated)

@@ -7,9 +7,7 @@ facility or booking of someone else's is 404, a page for managers opened by anyo
 
 from __future__ import annotations
 
-import hashlib
 import math
-import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
@@ -19,12 +17,10 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
 
 from booking import queries as bookings
 from booking import service as booking_service
-from booking.models import Booking, IdempotencyRecord
+from booking.models import Booking
 from booking.rules import HELD_STATUSES, BookingStatus
 from booking.schemas import UsageRecordCorrection, UsageRecordCreate
 from core.auth.principal import Principal
@@ -45,6 +41,7 @@ from web.pages.deps import (
     parse_samples,
     within_calendar,
 )
+from web.pages.form_keys import answered, claim_form, new_form_key
 from web.routing import TransactionalRoute
 from web.templating import render
 
@@ -692,7 +689,7 @@ def render_usage(
             "instrument_options": [(i.id, f"{i.name} ({i.asset_code})") for i in choices],
             "kind_options": USAGE_KINDS,
             "kind_labels": dict(USAGE_KINDS),
-            "form_key": secrets.token_hex(16),
+            "form_key": new_form_key(),
             "saved": request.query_params.get("saved"),
         },
         status_code=status_code,
@@ -868,9 +865,19 @@ def record_walk_in(
             kind=kind,
             note=note.strip(),
         )
-        if form_key and not _first_submission(session, principal, form_key, values):
-            return RedirectResponse("/manage/usage?saved=walk-in", status_code=303)
+        # The values are part of the action: the key sent again with other values (the form
+        # edited after it was sent) is refused, not silently dropped.
+        claimed, earlier = claim_form(
+            session,
+            user_id=principal.user_id,
+            form_key=form_key,
+            action="walk-in:" + repr(sorted(values.items())),
+            reused=FORM_REUSED,
+        )
+        if earlier:
+            return RedirectResponse(earlier, status_code=303)
         booking_service.record_walk_in(session, actor=principal, data=data)
+        answered(session, claimed, "/manage/usage?saved=walk-in")
     except ValidationError as exc:
         return render_usage(
             request,
@@ -895,36 +902,6 @@ def record_walk_in(
             zone=settings.timezone,
         )
     return RedirectResponse("/manage/usage?saved=walk-in", status_code=303)
-
-
-def _first_submission(
-    session: DbSession, principal: Principal, form_key: str, values: dict[str, Any]
-) -> bool:
-    """Claim the form's one-time key; False if a submission of the same form claimed it.
-
-    The unique (user, key) row is written before the record: a double-clicked submit waits
-    for the first to commit, then finds the key taken and records nothing. The key sent again
-    with other values (the form edited after it was sent) is refused, not silently dropped.
-    """
-    key = f"page:walk-in:{form_key}"
-    fingerprint = hashlib.sha256(repr(sorted(values.items())).encode()).hexdigest()
-    claim = IdempotencyRecord(
-        user_id=principal.user_id, key=key, request_hash=fingerprint, status_code=303
-    )
-    try:
-        with session.begin_nested():
-            session.add(claim)
-            session.flush()
-    except IntegrityError:
-        earlier = session.exec(
-            select(IdempotencyRecord).where(
-                IdempotencyRecord.user_id == principal.user_id, IdempotencyRecord.key == key
-            )
-        ).first()
-        if earlier is not None and earlier.request_hash != fingerprint:
-            raise RuleViolation([Problem("form_reused", FORM_REUSED)]) from None
-        return False
-    return True
 
 
 FORM_REUSED = N_("This form was already used; reload the page to record another use.")

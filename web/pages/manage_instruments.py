@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, TypeVar
@@ -28,7 +27,7 @@ from starlette.datastructures import FormData
 from booking import outages as booking_outages
 from booking import queries as booking_queries
 from booking import requests as service_requests
-from booking.models import IdempotencyRecord, ServiceRequestFile, ServiceRequestStatus
+from booking.models import ServiceRequestFile, ServiceRequestStatus
 from booking.rules import HELD_STATUSES, BookingStatus
 from core.accounts.models import User
 from core.accounts.rules import Role, normalise_email
@@ -73,6 +72,7 @@ from web.pages.deps import (
     parse_id,
     within_calendar,
 )
+from web.pages.form_keys import answered, claim_form, new_form_key
 from web.retry import commit_with_retries
 from web.routing import TransactionalRoute
 from web.templating import locale_for, render
@@ -85,7 +85,6 @@ MAX_PAGE = 10_000
 # The report upload of these pages; the app gives it the API's upload limit when it lists this
 # pattern among the larger bodies (else the general body limit applies, which the page states).
 REPORT_UPLOAD_PATH = r"^/manage/service-requests/\d+/report$"
-FORM_TOKEN_KEY = "page-form:"
 FORM_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,100}$")
 WEEKDAYS = (
     N_("Monday"),
@@ -260,58 +259,28 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-def new_form_token() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def replayed(session: Session, principal: Principal, token: str | None) -> str | None:
-    """Where the first submission of this form went, if this is a repeat (a double click)."""
-    if not token or not FORM_TOKEN_PATTERN.match(token):
-        return None
-    record = session.exec(
-        select(IdempotencyRecord).where(
-            IdempotencyRecord.user_id == principal.user_id,
-            IdempotencyRecord.key == FORM_TOKEN_KEY + token,
-        )
-    ).first()
-    return str(record.response.get("location")) if record is not None else None
-
-
-def remember(session: Session, principal: Principal, token: str | None, location: str) -> None:
-    if token and FORM_TOKEN_PATTERN.match(token):
-        session.add(
-            IdempotencyRecord(
-                user_id=principal.user_id,
-                key=FORM_TOKEN_KEY + token,
-                request_hash="",
-                status_code=303,
-                response={"location": location},
-            )
-        )
-        session.flush()
-
-
 def once(
     session: Session, principal: Principal, token: str | None, create: Callable[[], str]
 ) -> Response:
     """Run a creating form once per form token: a repeat is sent where the first one went.
 
-    Two submissions racing on PostgreSQL meet at the unique key: the loser rolls back and
-    follows the winner.
+    A refused form answers 4xx and commits nothing, so its token stays free for the corrected
+    form. Any other unique-key collision of the work is a change made meanwhile: 409.
     """
-    earlier = replayed(session, principal, token)
+    record, earlier = claim_form(
+        session,
+        user_id=principal.user_id,
+        form_key=token if token and FORM_TOKEN_PATTERN.match(token) else "",
+        action="manage-instruments",
+    )
     if earlier is not None:
         return redirect(earlier)
     try:
         location = create()
-        remember(session, principal, token, location)
     except IntegrityError:
         session.rollback()
-        earlier = replayed(session, principal, token)
-        if earlier is None:
-            raise Conflict(CONCURRENT_CHANGE, code="concurrent_change") from None
-        return redirect(earlier)
-    return redirect(location)
+        raise Conflict(CONCURRENT_CHANGE, code="concurrent_change") from None
+    return redirect(answered(session, record, location))
 
 
 def validation_errors(
@@ -495,7 +464,7 @@ def instrument_form_values(instrument: Instrument | None) -> dict[str, Any]:
         values = {k: (v.value if hasattr(v, "value") else v) for k, v in values.items()}
         for name in MONEY_FIELDS:
             values[YUAN_NAME[name]] = yuan(values.pop(name, None))
-        values["form_token"] = new_form_token()
+        values["form_token"] = new_form_key()
         return values
     values = {name: getattr(instrument, name) for name in (*TEXT_FIELDS, *REQUIRED_NUMBERS)}
     values |= {name: getattr(instrument, name) for name in (*OPTIONAL_NUMBERS, *FLAGS)}
@@ -756,7 +725,7 @@ def hours_context(
         ),
         "errors": errors or {},
         "closures": queries.closures_of(session, facility_id),
-        "closure_values": closure_values or {"form_token": new_form_token()},
+        "closure_values": closure_values or {"form_token": new_form_key()},
         "closure_errors": closure_errors or {},
         **common_context(request),
     }
@@ -948,7 +917,7 @@ def service_form_values(row: TestingService | None, instrument_ids: list[int]) -
             "daily_sample_capacity": 10,
             "is_active": True,
             "instrument_ids": [],
-            "form_token": new_form_token(),
+            "form_token": new_form_key(),
             **{SERVICE_YUAN_NAME[name]: "" for name in SERVICE_MONEY_FIELDS},
         }
     values: dict[str, Any] = {
@@ -1198,7 +1167,7 @@ def outages_context(
         "targets": outage_targets(session, scope),
         "kind_choices": choices_of(OUTAGE_KIND_LABELS),
         "kind_labels": OUTAGE_KIND_LABELS,
-        "values": values or {"form_token": new_form_token(), "kind": "maintenance"},
+        "values": values or {"form_token": new_form_key(), "kind": "maintenance"},
         "errors": errors or {},
         "upcoming": upcoming,
         "upcoming_paging": pages(upcoming_total, upcoming_page),
@@ -1413,7 +1382,7 @@ def qualifications_context(
         "email_filter": email_filter,
         "unknown_email": bool(email_filter) and user is None,
         "filter_query": urlencode(query),
-        "values": values or {"form_token": new_form_token()},
+        "values": values or {"form_token": new_form_key()},
         "errors": errors or {},
         **pages(total, page),
         **common_context(request),

@@ -10,8 +10,6 @@ double-clicked submit takes effect once and the second click lands where the fir
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any
@@ -21,11 +19,10 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from booking import queries, requests, service, waitlist
-from booking.models import Booking, IdempotencyRecord, ServiceRequest
+from booking.models import Booking, ServiceRequest
 from booking.queries import OwnBooking
 from booking.requests import ServiceRequestCreate
 from booking.rules import BookingStatus, OperatedBy
@@ -51,6 +48,7 @@ from web.pages.deps import (
     safe_next,
     within_calendar,
 )
+from web.pages.form_keys import answered, claim_form, new_form_key
 from web.retry import commit_with_retries
 from web.routing import TransactionalRoute
 from web.templating import render
@@ -62,7 +60,6 @@ router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 
 PAGE_SIZE = 20
 PageNumber = Annotated[int, Query(ge=1, le=100_000)]
-FORM_KEY_PREFIX = "page-form:"
 
 BOOKING_STATUS = {
     BookingStatus.OFFERED: N_("Offered from the waitlist"),
@@ -254,59 +251,6 @@ def form_errors(
     if general:
         errors[""] = general
     return errors
-
-
-def new_form_key() -> str:
-    return secrets.token_urlsafe(16)
-
-
-def _earlier(session: Session, user_id: int, key: str) -> IdempotencyRecord | None:
-    return session.exec(
-        select(IdempotencyRecord).where(
-            IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == key
-        )
-    ).first()
-
-
-def claim_form(
-    session: Session, *, user_id: int, form_key: str, action: str
-) -> tuple[IdempotencyRecord | None, str | None]:
-    """Take a form's one-time key: ``(record, None)`` the first time (complete the record with
-    :func:`answered`), ``(None, location)`` when the key was used (where the first submission
-    led), ``(None, None)`` for a form without a key.
-
-    The key is unique per user in the database: of two submissions racing each other the
-    second waits for the first to commit and then finds its answer."""
-    if not form_key:
-        return None, None
-    key = FORM_KEY_PREFIX + form_key[:100]
-    fingerprint = hashlib.sha256(action.encode()).hexdigest()
-    earlier = _earlier(session, user_id, key)
-    if earlier is None:
-        record = IdempotencyRecord(
-            user_id=user_id, key=key, request_hash=fingerprint, status_code=303, response={}
-        )
-        try:
-            with session.begin_nested():
-                session.add(record)
-                session.flush()
-            return record, None
-        except IntegrityError:
-            earlier = _earlier(session, user_id, key)
-            if earlier is None:
-                raise
-    if earlier.request_hash != fingerprint or not earlier.response.get("location"):
-        raise RuleViolation([Problem("form_reused", "This form was already sent.")])
-    return None, str(earlier.response["location"])
-
-
-def answered(session: Session, record: IdempotencyRecord | None, location: str) -> str:
-    """Remember where a form's first submission led (its twin is sent there too)."""
-    if record is not None:
-        record.response = {"location": location}
-        session.add(record)
-        session.flush()
-    return location
 
 
 def run_once(session: Session, work: Callable[[], str]) -> str:
