@@ -528,12 +528,11 @@ def _check_request(
             Problem("unknown_override", f"Nothing to override: {', '.join(unknown)}.", "override")
         )
     taken: list[Booking] = []
-    # On PostgreSQL the insert finds an overlap itself (ON CONFLICT DO NOTHING, no error), so
-    # a caller that writes nothing before it may leave the check to it; with other problems
-    # an overlap is listed among them. SQLite holds its write lock already: checking first
-    # costs one indexed read and spares the insert an aborted statement.
-    dialect = session.get_bind().dialect.name
-    if end > start and (problems or check_overlap or dialect != "postgresql"):
+    # The insert finds an overlap itself (PostgreSQL: ON CONFLICT DO NOTHING against the
+    # exclusion constraint; SQLite: the trigger aborts the INSERT alone), so a caller that
+    # writes nothing before it may leave the check to it; with other problems an overlap is
+    # listed among them.
+    if end > start and (problems or check_overlap):
         taken = [
             b
             for b in overlapping(

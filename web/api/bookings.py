@@ -7,7 +7,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -117,7 +117,7 @@ def create_booking(
         return answer
 
     try:
-        return commit_with_retries(session, work)
+        created = commit_with_retries(session, work)
     except (DomainError, IntegrityError):
         if not idempotency_key:
             raise
@@ -132,6 +132,12 @@ def create_booking(
         if earlier is None or earlier.request_hash != request_hash:
             raise
         return JSONResponse(earlier.response, status_code=earlier.status_code)
+    # The hot path: serialized once, not validated again against the response model.
+    return Response(
+        content=created.model_dump_json(),
+        media_type="application/json",
+        status_code=status.HTTP_201_CREATED,
+    )
 
 
 class BookingList(Paginated[BookingRead]):
