@@ -15,6 +15,7 @@ The dashboard calls :func:`utilization_report` and :func:`low_use_instruments`; 
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -652,30 +653,61 @@ def _calendar_figures(
             )
 
 
-def _bucket_join(query: Any, bucket_table: Any | None, start_column: Any, end_column: Any) -> Any:
-    """Join the buckets an interval overlaps; with one bucket there is nothing to join."""
-    if bucket_table is None:
-        return query
-    return query.join(
-        bucket_table,
-        sa.and_(start_column < bucket_table.c.b_end, end_column > bucket_table.c.b_start),
-    )
+# A scan sums at most this many buckets side by side (a monthly year is one scan).
+BUCKETS_PER_SCAN = 12
 
 
-def _bucket_columns(bucket_table: Any | None, start: datetime, end: datetime) -> tuple[Any, ...]:
-    """The bucket index and bounds: columns of the joined buckets, or the period's own."""
-    if bucket_table is None:
-        return (
-            sa.literal(0, sa.Integer),
-            sa.literal(start, UTCDateTime()),
-            sa.literal(end, UTCDateTime()),
+@dataclass(frozen=True)
+class _Span:
+    """Buckets ``first .. first + len(bounds) - 1`` of a report, summed in one scan."""
+
+    first: int
+    bounds: list[tuple[datetime, datetime]]  # UTC [start, end) of each bucket
+
+    @property
+    def start(self) -> datetime:
+        return self.bounds[0][0]
+
+    @property
+    def end(self) -> datetime:
+        return self.bounds[-1][1]
+
+
+def _spans(buckets: Sequence[Bucket], zone: ZoneInfo) -> list[_Span]:
+    ranges = [bucket.utc_range(zone) for bucket in buckets]
+    return [
+        _Span(first, ranges[first : first + BUCKETS_PER_SCAN])
+        for first in range(0, len(ranges), BUCKETS_PER_SCAN)
+    ]
+
+
+def _per_bucket_hours(span: _Span, start: Any, end: Any, when: Any = None) -> list[Any]:
+    """For each bucket of the span, the hours of ``[start, end)`` inside it (0 outside).
+
+    The buckets are columns side by side rather than rows of a joined table: the database
+    reads the index once in its own order and groups without sorting (joining twelve monthly
+    buckets made SQLite look every record up through another index, twenty times slower)."""
+    literal = functools.partial(sa.literal, type_=UTCDateTime())
+    if len(span.bounds) == 1:
+        # The scan's own range is the bucket: every row read overlaps it.
+        lo, hi = span.bounds[0]
+        hours = _clipped_hours(start, end, literal(lo), literal(hi))
+        return [hours if when is None else sa.case((when, hours), else_=0.0)]
+    columns = []
+    for lo, hi in span.bounds:
+        overlaps = sa.and_(start < literal(hi), end > literal(lo))
+        if when is not None:
+            overlaps = sa.and_(when, overlaps)
+        columns.append(
+            sa.case((overlaps, _clipped_hours(start, end, literal(lo), literal(hi))), else_=0.0)
         )
-    return bucket_table.c.idx, bucket_table.c.b_start, bucket_table.c.b_end
+    return columns
 
 
-def _bucket_grouping(bucket_table: Any | None) -> tuple[Any, ...]:
-    # With one bucket only the group: rows that arrive in the group's order need no sort.
-    return () if bucket_table is None else (bucket_table.c.idx,)
+def _per_bucket_count(span: _Span, condition: Any) -> list[Any]:
+    """For each bucket of the span: 1 where ``condition(lo, hi)`` holds for it, else 0."""
+    literal = functools.partial(sa.literal, type_=UTCDateTime())
+    return [sa.case((condition(literal(lo), literal(hi)), 1), else_=0) for lo, hi in span.bounds]
 
 
 def _in_scope(column: Any, conditions: list[Any]) -> list[Any]:
@@ -695,39 +727,40 @@ def _usage_figures(
     session: Session,
     group_column: Any,
     conditions: list[Any],
-    bucket_table: Any | None,
-    start: datetime,
-    end: datetime,
+    span: _Span,
     cells: dict[tuple[str, int], Sums],
 ) -> None:
-    """Effective, external, training and maintenance hours: two GROUP BYs in one query.
+    """Effective, external, training and maintenance hours of the span's buckets: two GROUP
+    BYs in one query.
 
-    The inner one sums clipped durations per instrument, kind and organisation of the user:
-    the index holds the records in that order, so the database reads them in one pass and
-    computes each duration once, without sorting. The outer one adds those few rows up per
-    group, telling kinds and internal from external apart."""
+    The inner one sums clipped durations per instrument, kind and organisation of the user
+    (a column per bucket): the index holds the records in that order, so the database reads
+    them in one pass and computes each duration once, without sorting. The outer one adds
+    those few rows up per group, telling kinds and internal from external apart."""
     usage = UsageRecord.__table__.c  # type: ignore[attr-defined]
-    index, bucket_start, bucket_end = _bucket_columns(bucket_table, start, end)
-    inner = sa.select(
-        usage.instrument_id,
-        usage.kind,
-        usage.organisation_id,
-        index.label("idx"),
-        sa.func.sum(
-            _clipped_hours(usage.started_at, usage.ended_at, bucket_start, bucket_end)
-        ).label("hours"),
-        sa.func.count().label("records"),
-    ).select_from(UsageRecord.__table__)  # type: ignore[attr-defined]
+    hours = _per_bucket_hours(span, usage.started_at, usage.ended_at)
+    records = (
+        [sa.literal(1)]
+        if len(span.bounds) == 1
+        else _per_bucket_count(
+            span, lambda lo, hi: sa.and_(usage.started_at < hi, usage.ended_at > lo)
+        )
+    )
     sums = (
-        _bucket_join(inner, bucket_table, usage.started_at, usage.ended_at)
+        sa.select(
+            usage.instrument_id,
+            usage.kind,
+            usage.organisation_id,
+            *(sa.func.sum(h).label(f"h{k}") for k, h in enumerate(hours)),
+            *(sa.func.sum(r).label(f"n{k}") for k, r in enumerate(records)),
+        )
+        .select_from(UsageRecord.__table__)  # type: ignore[attr-defined]
         .where(
-            usage.started_at < end,
-            usage.ended_at > start,
+            usage.started_at < span.end,
+            usage.ended_at > span.start,
             *_in_scope(usage.instrument_id, conditions),
         )
-        .group_by(
-            usage.instrument_id, usage.kind, usage.organisation_id, *_bucket_grouping(bucket_table)
-        )
+        .group_by(usage.instrument_id, usage.kind, usage.organisation_id)
         .subquery("usage_sums")
     )
     not_effective = [UsageKind.TRAINING.value, UsageKind.MAINTENANCE.value]
@@ -738,67 +771,72 @@ def _usage_figures(
             sums.c.organisation_id != col(Facility.organisation_id),
         ),
     )
+    training = sums.c.kind == UsageKind.TRAINING.value
+    maintenance = sums.c.kind == UsageKind.MAINTENANCE.value
+    figures = []
+    for k in range(len(span.bounds)):
+        h = sums.c[f"h{k}"]
+        figures += [
+            sa.func.sum(h),
+            sa.func.sum(sa.case((external, h), else_=0.0)),
+            sa.func.sum(sa.case((training, h), else_=0.0)),
+            sa.func.sum(sa.case((maintenance, h), else_=0.0)),
+            sa.func.sum(sums.c[f"n{k}"]),
+        ]
     query = (
-        sa.select(
-            sums.c.idx,
-            group_column.label("key"),
-            sa.func.sum(sums.c.hours).label("total"),
-            sa.func.sum(sa.case((external, sums.c.hours), else_=0.0)).label("external"),
-            sa.func.sum(
-                sa.case((sums.c.kind == UsageKind.TRAINING.value, sums.c.hours), else_=0.0)
-            ).label("training"),
-            sa.func.sum(
-                sa.case((sums.c.kind == UsageKind.MAINTENANCE.value, sums.c.hours), else_=0.0)
-            ).label("maintenance"),
-            sa.func.sum(sums.c.records).label("records"),
-        )
+        sa.select(group_column.label("key"), *figures)
         .select_from(sums)
         .join(Instrument, col(Instrument.id) == sums.c.instrument_id)
         .join(Facility, col(Facility.id) == Instrument.facility_id)
         .where(*conditions)
-        .group_by(sums.c.idx, group_column)
+        .group_by(group_column)
     )
-    for bucket_index, key, total, external_hours, training, maintenance, records in session.execute(
-        query
-    ):
-        cell = cells[(_label_key(key), bucket_index)]
-        cell.effective_hours += (total or 0.0) - (training or 0.0) - (maintenance or 0.0)
-        cell.external_hours += external_hours or 0.0
-        cell.training_hours += training or 0.0
-        cell.maintenance_hours += maintenance or 0.0
-        cell.usage_records += int(records or 0)  # PostgreSQL sums bigints as numeric
+    for key, *values in session.execute(query):
+        for k in range(len(span.bounds)):
+            total, external_hours, training_hours, maintenance_hours, count = values[
+                5 * k : 5 * k + 5
+            ]
+            if not count:
+                continue
+            cell = cells[(_label_key(key), span.first + k)]
+            cell.effective_hours += (
+                (total or 0.0) - (training_hours or 0.0) - (maintenance_hours or 0.0)
+            )
+            cell.external_hours += external_hours or 0.0
+            cell.training_hours += training_hours or 0.0
+            cell.maintenance_hours += maintenance_hours or 0.0
+            cell.usage_records += int(count)  # PostgreSQL sums bigints as numeric
 
 
 def _booking_figures(
     session: Session,
     group_column: Any,
     conditions: list[Any],
-    bucket_table: Any | None,
-    start: datetime,
-    end: datetime,
+    span: _Span,
     cells: dict[tuple[str, int], Sums],
 ) -> None:
     """Booked hours and the counts behind the no-show and late-cancel rates: as for usage,
-    an inner GROUP BY per instrument and status in the index's order, then per group."""
+    an inner GROUP BY per instrument and status in the index's order (a column per bucket),
+    then per group."""
     booking = Booking.__table__.c  # type: ignore[attr-defined]
-    index, bucket_start, bucket_end = _bucket_columns(bucket_table, start, end)
-    starts_here = sa.and_(booking.start_at >= bucket_start, booking.start_at < bucket_end)
-    inner = sa.select(
-        booking.instrument_id,
-        booking.status,
-        booking.late_cancellation,
-        booking.replaced_by_id,
-        index.label("idx"),
-        sa.func.sum(
-            _clipped_hours(booking.start_at, booking.end_at, bucket_start, bucket_end)
-        ).label("hours"),
-        sa.func.sum(sa.case((starts_here, 1), else_=0)).label("starts"),
-    ).select_from(Booking.__table__)  # type: ignore[attr-defined]
+    booked = booking.status.in_([s.value for s in BOOKED_STATUSES])
+    hours = _per_bucket_hours(span, booking.start_at, booking.end_at, when=booked)
+    starts = _per_bucket_count(
+        span, lambda lo, hi: sa.and_(booking.start_at >= lo, booking.start_at < hi)
+    )
     sums = (
-        _bucket_join(inner, bucket_table, booking.start_at, booking.end_at)
+        sa.select(
+            booking.instrument_id,
+            booking.status,
+            booking.late_cancellation,
+            booking.replaced_by_id,
+            *(sa.func.sum(h).label(f"h{k}") for k, h in enumerate(hours)),
+            *(sa.func.sum(n).label(f"n{k}") for k, n in enumerate(starts)),
+        )
+        .select_from(Booking.__table__)  # type: ignore[attr-defined]
         .where(
-            booking.start_at < end,
-            booking.end_at > start,
+            booking.start_at < span.end,
+            booking.end_at > span.start,
             booking.status.in_([s.value for s in (*MADE_STATUSES, BookingStatus.CANCELLED)]),
             *_in_scope(booking.instrument_id, conditions),
         )
@@ -807,48 +845,50 @@ def _booking_figures(
             booking.status,
             booking.late_cancellation,
             booking.replaced_by_id,
-            *_bucket_grouping(bucket_table),
         )
         .subquery("booking_sums")
     )
-
-    def starts(*condition: Any) -> Any:
-        return sa.func.sum(sa.case((sa.and_(*condition), sums.c.starts), else_=0))
-
+    made = sums.c.status.in_([s.value for s in MADE_STATUSES])
+    completed = sums.c.status == BookingStatus.COMPLETED.value
+    no_show = sums.c.status == BookingStatus.NO_SHOW.value
+    # A move cancels the old booking with replaced_by_id: not a cancellation here.
+    late = sa.and_(
+        sums.c.status == BookingStatus.CANCELLED.value,
+        sums.c.late_cancellation.is_(True),
+        sums.c.replaced_by_id.is_(None),
+    )
+    figures = []
+    for k in range(len(span.bounds)):
+        n = sums.c[f"n{k}"]
+        figures += [
+            sa.func.sum(sums.c[f"h{k}"]),
+            *(
+                sa.func.sum(sa.case((which, n), else_=0))
+                for which in (made, completed, no_show, late)
+            ),
+        ]
     query = (
-        sa.select(
-            sums.c.idx,
-            group_column.label("key"),
-            sa.func.sum(
-                sa.case(
-                    (sums.c.status.in_([s.value for s in BOOKED_STATUSES]), sums.c.hours),
-                    else_=0.0,
-                )
-            ).label("booked"),
-            starts(sums.c.status.in_([s.value for s in MADE_STATUSES])).label("made"),
-            starts(sums.c.status == BookingStatus.COMPLETED.value).label("completed"),
-            starts(sums.c.status == BookingStatus.NO_SHOW.value).label("no_shows"),
-            # A move cancels the old booking with replaced_by_id: not a cancellation here.
-            starts(
-                sums.c.status == BookingStatus.CANCELLED.value,
-                sums.c.late_cancellation.is_(True),
-                sums.c.replaced_by_id.is_(None),
-            ).label("late"),
-        )
+        sa.select(group_column.label("key"), *figures)
         .select_from(sums)
         .join(Instrument, col(Instrument.id) == sums.c.instrument_id)
         .join(Facility, col(Facility.id) == Instrument.facility_id)
         .where(*conditions)
-        .group_by(sums.c.idx, group_column)
+        .group_by(group_column)
     )
-    for bucket_index, key, booked, made, completed, no_shows, late in session.execute(query):
-        cell = cells[(_label_key(key), bucket_index)]
-        cell.booked_hours += booked or 0.0
-        # PostgreSQL sums bigints as numeric: counts come back as Decimal there.
-        cell.bookings += int(made or 0)
-        cell.completed += int(completed or 0)
-        cell.no_shows += int(no_shows or 0)
-        cell.late_cancellations += int(late or 0)
+    for key, *values in session.execute(query):
+        for k in range(len(span.bounds)):
+            booked_hours, made_count, completed_count, no_shows, late_count = values[
+                5 * k : 5 * k + 5
+            ]
+            if not (booked_hours or made_count or late_count):
+                continue
+            cell = cells[(_label_key(key), span.first + k)]
+            cell.booked_hours += booked_hours or 0.0
+            # PostgreSQL sums bigints as numeric: counts come back as Decimal there.
+            cell.bookings += int(made_count or 0)
+            cell.completed += int(completed_count or 0)
+            cell.no_shows += int(no_shows or 0)
+            cell.late_cancellations += int(late_count or 0)
 
 
 def _service_pairs(group_by: GroupBy, scope: ReportScope, filters: ReportFilter) -> Any:
@@ -1038,8 +1078,6 @@ def utilization_report(
     group_column = _group_column(group_by)
     conditions = _conditions(scope, filters, instruments=True)
     bucket_table = _bucket_table(buckets, zone)
-    # One bucket: clip to the period itself, without joining a one-row table.
-    interval_buckets = bucket_table if len(buckets) > 1 else None
 
     instruments, labels = _instruments(
         session, group_by=group_by, scope=scope, filters=filters, zone=zone
@@ -1049,8 +1087,9 @@ def utilization_report(
         session, sorted({i.facility_id for i in instruments}), utc_start, utc_end
     )
     _calendar_figures(instruments, availability, buckets, zone, cells)
-    _usage_figures(session, group_column, conditions, interval_buckets, utc_start, utc_end, cells)
-    _booking_figures(session, group_column, conditions, interval_buckets, utc_start, utc_end, cells)
+    for span in _spans(buckets, zone):
+        _usage_figures(session, group_column, conditions, span, cells)
+        _booking_figures(session, group_column, conditions, span, cells)
 
     pairs = _service_pairs(group_by, scope, filters)
 

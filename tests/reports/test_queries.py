@@ -138,6 +138,29 @@ def test_uses_crossing_month_quarter_and_year_boundaries_are_split(
     assert years.totals()["effective_hours"] == 10 + 4 + 3 + 1.5 + 1 + 1
 
 
+def test_a_report_of_more_months_than_one_scan_sums_splits_uses_across_its_scans(
+    session: Session, world: World
+) -> None:
+    only_a = ReportFilter(instrument_id=world.a.id)
+    three = report(
+        session, GroupBy.INSTRUMENT, PeriodKind.MONTH, date(2025, 9, 1), date(2025, 12, 1),
+        filters=only_a,
+    )  # fmt: skip
+    # Fourteen months: September 2025 ends the first scan, October starts the second, and a
+    # use crossing that boundary is split between them as in the three-month report.
+    fourteen = report(
+        session, GroupBy.INSTRUMENT, PeriodKind.MONTH, date(2024, 10, 1), date(2025, 12, 1),
+        filters=only_a,
+    )  # fmt: skip
+    assert len(fourteen.buckets) > queries.BUCKETS_PER_SCAN
+    rows = {row["period"]: row for row in fourteen.rows()}
+    for row in three.rows():
+        for figure in ("effective_hours", "booked_hours", "usage_records", "bookings"):
+            assert rows[row["period"]][figure] == pytest.approx(row[figure]), figure
+    for figure in ("effective_hours", "booked_hours", "usage_records", "no_shows"):
+        assert fourteen.totals()[figure] == pytest.approx(three.totals()[figure]), figure
+
+
 def test_groups_series_and_totals_add_up(session: Session, world: World) -> None:
     for group_by in GroupBy:
         result = report(session, group_by, PeriodKind.MONTH, *OCTOBER)
