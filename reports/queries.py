@@ -1065,7 +1065,8 @@ def utilization_report(
     """Every metric of DESIGN.md for ``[start, end)`` (local dates in ``zone``), grouped by
     ``group_by``, per ``period``; only the facilities in ``scope``.
 
-    A fixed number of queries (about a dozen) whatever the number of instruments or rows.
+    About a dozen queries whatever the number of instruments or rows, two more for every
+    further twelve buckets (a scan sums at most ``BUCKETS_PER_SCAN`` side by side).
     Raises 422 for a bad period, 404 for a filter naming what the caller may not see.
     """
     rules_problems = rules.period_problems(start, end)

@@ -263,3 +263,9 @@ def test_the_number_of_queries_does_not_grow_with_the_data(
     with counted_statements(database) as many:
         report(session, GroupBy.INSTRUMENT, PeriodKind.MONTH, *two_months)
     assert len(many) == len(few)
+    # More buckets than one scan sums: one more usage and one more booking scan per twelve.
+    with counted_statements(database) as one_year:
+        report(session, GroupBy.INSTRUMENT, PeriodKind.MONTH, date(2025, 1, 1), date(2026, 1, 1))
+    with counted_statements(database) as two_years:
+        report(session, GroupBy.INSTRUMENT, PeriodKind.MONTH, date(2024, 1, 1), date(2026, 1, 1))
+    assert len(two_years) == len(one_year) + 2

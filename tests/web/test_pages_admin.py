@@ -161,6 +161,12 @@ def test_a_double_submitted_registration_makes_one_organisation(
     assert first.status_code == second.status_code == 303
     assert first.headers["location"] == second.headers["location"]
     assert count(session, Organisation, Organisation.name == "重庆测试科技有限公司") == 1
+    # Back, edited, sent again with the same form key: refused, not taken for the first.
+    edited = client.post(
+        "/admin/organisations", data={**data, "name": "另一家公司"}, follow_redirects=False
+    )
+    assert edited.status_code == 422
+    assert count(session, Organisation, Organisation.name == "另一家公司") == 0
 
 
 def test_a_form_without_its_csrf_token_is_refused(

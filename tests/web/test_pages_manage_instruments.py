@@ -323,6 +323,12 @@ def test_a_manager_adds_an_instrument_and_a_double_submit_makes_one(
     assert created[0].price_external_academic_fen == 45_050
     assert created[0].facility_id == lab.facility.id
     assert created[0].rated_annual_hours == 1400
+    # Back, edited, sent again with the same form token: refused, not taken for the first.
+    edited = manager_client.post(
+        "/manage/instruments/new", data={**form, "asset_code": "NEW-0002"}, follow_redirects=False
+    )
+    assert edited.status_code == 422
+    assert not session.exec(select(Instrument).where(Instrument.asset_code == "NEW-0002")).all()
 
 
 def test_a_second_form_with_a_taken_asset_code_is_refused_next_to_the_field(

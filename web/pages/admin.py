@@ -41,7 +41,7 @@ from web.deps import DbSession
 from web.i18n import LOCALE_NAMES
 from web.messages import N_
 from web.pages.deps import CsrfChecked, ObjectId, PagePrincipal, parse_id
-from web.pages.form_keys import answered, claim_form, new_form_key, unclaim
+from web.pages.form_keys import answered, claim_form, form_action, new_form_key, unclaim
 from web.routing import TransactionalRoute
 from web.templating import render
 
@@ -412,7 +412,7 @@ def create_organisation(
         session,
         user_id=principal.user_id,
         form_key=fields.get("form_key", ""),
-        action="admin:organisation",
+        action=form_action("admin:organisation", fields),
     )
     if earlier:
         return RedirectResponse(earlier, status_code=303)
@@ -593,7 +593,7 @@ def create_user(
         session,
         user_id=principal.user_id,
         form_key=fields.get("form_key", ""),
-        action="admin:user",
+        action=form_action("admin:user", fields),
     )
     if earlier:
         return RedirectResponse(earlier, status_code=303)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -26,6 +28,17 @@ FORM_REUSED = N_("This form was already sent.")
 
 def new_form_key() -> str:
     return secrets.token_urlsafe(16)
+
+
+# Not part of what a form does: its tokens, and a password (never kept, not even hashed here).
+_NOT_THE_ACTION = frozenset({"csrf_token", "form_key", "form_token", "password"})
+
+
+def form_action(name: str, values: Mapping[str, Any]) -> str:
+    """What a form does: its name and the values sent. The same key sent again with other
+    values (the form edited after it was sent) is then refused, not sent where the first went."""
+    sent = sorted((k, str(v)) for k, v in values.items() if k not in _NOT_THE_ACTION)
+    return f"{name}:{sent!r}"
 
 
 def _earlier(session: Session, user_id: int, key: str) -> IdempotencyRecord | None:

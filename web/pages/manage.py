@@ -41,7 +41,7 @@ from web.pages.deps import (
     parse_samples,
     within_calendar,
 )
-from web.pages.form_keys import answered, claim_form, new_form_key
+from web.pages.form_keys import answered, claim_form, form_action, new_form_key
 from web.routing import TransactionalRoute
 from web.templating import render
 
@@ -865,13 +865,11 @@ def record_walk_in(
             kind=kind,
             note=note.strip(),
         )
-        # The values are part of the action: the key sent again with other values (the form
-        # edited after it was sent) is refused, not silently dropped.
         claimed, earlier = claim_form(
             session,
             user_id=principal.user_id,
             form_key=form_key,
-            action="walk-in:" + repr(sorted(values.items())),
+            action=form_action("walk-in", values),
             reused=FORM_REUSED,
         )
         if earlier:

@@ -72,7 +72,7 @@ from web.pages.deps import (
     parse_id,
     within_calendar,
 )
-from web.pages.form_keys import answered, claim_form, new_form_key
+from web.pages.form_keys import answered, claim_form, form_action, new_form_key
 from web.retry import commit_with_retries
 from web.routing import TransactionalRoute
 from web.templating import locale_for, render
@@ -260,18 +260,23 @@ def redirect(url: str) -> RedirectResponse:
 
 
 def once(
-    session: Session, principal: Principal, token: str | None, create: Callable[[], str]
+    session: Session,
+    principal: Principal,
+    entered: Mapping[str, Any],
+    create: Callable[[], str],
 ) -> Response:
-    """Run a creating form once per form token: a repeat is sent where the first one went.
+    """Run a creating form once per form token (in ``entered``, the values as sent): a repeat
+    is sent where the first one went, the token sent again with other values is refused.
 
     A refused form answers 4xx and commits nothing, so its token stays free for the corrected
     form. Any other unique-key collision of the work is a change made meanwhile: 409.
     """
+    token = str(entered.get("form_token") or "")
     record, earlier = claim_form(
         session,
         user_id=principal.user_id,
-        form_key=token if token and FORM_TOKEN_PATTERN.match(token) else "",
-        action="manage-instruments",
+        form_key=token if FORM_TOKEN_PATTERN.match(token) else "",
+        action=form_action("manage-instruments", entered),
     )
     if earlier is not None:
         return redirect(earlier)
@@ -613,7 +618,7 @@ async def create_instrument(
         return f"/manage/instruments/{instrument.id}/edit?done=created"
 
     try:
-        return once(session, principal, entered["form_token"], make)
+        return once(session, principal, entered, make)
     except (RuleViolation, Conflict) as exc:
         return answer(domain_errors(exc, YUAN_NAME), exc.status_code)
 
@@ -877,7 +882,7 @@ async def add_closure(
         return f"/manage/facilities/{facility_id}/hours?done=closure_added#closures"
 
     try:
-        return once(session, principal, entered["form_token"], make)
+        return once(session, principal, entered, make)
     except RuleViolation as exc:
         return answer(domain_errors(exc))
 
@@ -1056,7 +1061,7 @@ async def create_service(
         return f"/manage/facilities/{facility_id}/services?done=created"
 
     try:
-        return once(session, principal, entered["form_token"], make)
+        return once(session, principal, entered, make)
     except (RuleViolation, Conflict) as exc:
         return answer(domain_errors(exc, SERVICE_YUAN_NAME), exc.status_code)
 
@@ -1271,7 +1276,7 @@ async def create_outage(
         return f"/manage/outages/{created.id}?done=created"
 
     try:
-        return once(session, principal, entered["form_token"], make)
+        return once(session, principal, entered, make)
     except RuleViolation as exc:
         return render(
             request,
@@ -1454,7 +1459,7 @@ async def grant_qualification(
         return f"/manage/qualifications?instrument_id={instrument.id}&done=granted"
 
     try:
-        return once(session, principal, entered["form_token"], make)
+        return once(session, principal, entered, make)
     except RuleViolation as exc:
         return answer(domain_errors(exc, {"expires_at": "expires_on", "user_id": "email"}))
 
