@@ -161,6 +161,21 @@ def test_a_report_of_more_months_than_one_scan_sums_splits_uses_across_its_scans
         assert fourteen.totals()[figure] == pytest.approx(three.totals()[figure]), figure
 
 
+def test_a_report_puts_back_the_planner_settings_it_changed(session: Session, world: World) -> None:
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        pytest.skip("parallel scans are PostgreSQL's planner settings")
+    names = list(queries.PARALLEL_SCAN_SETTINGS)
+
+    def current() -> list[str]:
+        return [connection.exec_driver_sql(f"SHOW {name}").scalar() for name in names]
+
+    before = current()
+    assert before != list(queries.PARALLEL_SCAN_SETTINGS.values())
+    report(session, GroupBy.FACILITY, PeriodKind.YEAR, date(2025, 1, 1), date(2026, 1, 1))
+    assert current() == before
+
+
 def test_groups_series_and_totals_add_up(session: Session, world: World) -> None:
     for group_by in GroupBy:
         result = report(session, group_by, PeriodKind.MONTH, *OCTOBER)
