@@ -16,7 +16,6 @@ The dashboard calls :func:`utilization_report` and :func:`low_use_instruments`; 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -682,33 +681,35 @@ def _spans(buckets: Sequence[Bucket], zone: ZoneInfo) -> list[_Span]:
     ]
 
 
+def _utc(value: datetime) -> Any:
+    return sa.literal(value, UTCDateTime())
+
+
 def _per_bucket_hours(span: _Span, start: Any, end: Any, when: Any = None) -> list[Any]:
     """For each bucket of the span, the hours of ``[start, end)`` inside it (0 outside).
 
     The buckets are columns side by side rather than rows of a joined table: the database
     reads the index once in its own order and groups without sorting (joining twelve monthly
     buckets made SQLite look every record up through another index, twenty times slower)."""
-    literal = functools.partial(sa.literal, type_=UTCDateTime())
     if len(span.bounds) == 1:
         # The scan's own range is the bucket: every row read overlaps it.
         lo, hi = span.bounds[0]
-        hours = _clipped_hours(start, end, literal(lo), literal(hi))
+        hours = _clipped_hours(start, end, _utc(lo), _utc(hi))
         return [hours if when is None else sa.case((when, hours), else_=0.0)]
     columns = []
     for lo, hi in span.bounds:
-        overlaps = sa.and_(start < literal(hi), end > literal(lo))
+        overlaps = sa.and_(start < _utc(hi), end > _utc(lo))
         if when is not None:
             overlaps = sa.and_(when, overlaps)
         columns.append(
-            sa.case((overlaps, _clipped_hours(start, end, literal(lo), literal(hi))), else_=0.0)
+            sa.case((overlaps, _clipped_hours(start, end, _utc(lo), _utc(hi))), else_=0.0)
         )
     return columns
 
 
 def _per_bucket_count(span: _Span, condition: Any) -> list[Any]:
     """For each bucket of the span: 1 where ``condition(lo, hi)`` holds for it, else 0."""
-    literal = functools.partial(sa.literal, type_=UTCDateTime())
-    return [sa.case((condition(literal(lo), literal(hi)), 1), else_=0) for lo, hi in span.bounds]
+    return [sa.case((condition(_utc(lo), _utc(hi)), 1), else_=0) for lo, hi in span.bounds]
 
 
 # Planner costs that let PostgreSQL split a report's scans across parallel workers: by default

@@ -197,9 +197,9 @@ def desk_step(
     back = _desk_return(q, instrument_id, facility_id, step)
     if _already_done(booking, step):
         return RedirectResponse(back, status_code=303)  # a repeated click: nothing more to do
-    problems: list[Problem] = []
-    count = parse_samples(samples, "samples", problems)
-    if problems:
+
+    def desk_again(status_code: int, **shown: Any) -> Response:
+        """The desk as the manager left it, with why the step was refused."""
         return render_desk(
             request,
             session,
@@ -208,9 +208,15 @@ def desk_step(
             q=q,
             instrument_id=instrument_id,
             facility_id=facility_id,
-            status_code=422,
-            errors={booking_id: problems[0].message},
-            values={booking_id: samples},
+            status_code=status_code,
+            **shown,
+        )
+
+    problems: list[Problem] = []
+    count = parse_samples(samples, "samples", problems)
+    if problems:
+        return desk_again(
+            422, errors={booking_id: problems[0].message}, values={booking_id: samples}
         )
     try:
         _apply(session, principal, settings, booking, step, count)
@@ -218,17 +224,7 @@ def desk_step(
         if exc.status_code in (403, 404):
             raise
         session.rollback()
-        return render_desk(
-            request,
-            session,
-            principal,
-            settings,
-            q=q,
-            instrument_id=instrument_id,
-            facility_id=facility_id,
-            status_code=exc.status_code,
-            message=problem_message(exc),
-        )
+        return desk_again(exc.status_code, message=problem_message(exc))
     return RedirectResponse(back, status_code=303)
 
 
