@@ -24,9 +24,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, col
 
 from booking.models import Booking, ServiceCapacityDay, ServiceRequest, UsageRecord
@@ -48,7 +45,8 @@ from instruments.models import (
 )
 from instruments.queries import FacilityCalendar
 from instruments.rules import CATEGORY_NAMES, Category, InstrumentStatus, Interval
-from reports import rules
+from reports import month_totals, rules
+from reports.models import InstrumentMonth
 from reports.rules import (
     Bucket,
     GroupBy,
@@ -61,67 +59,14 @@ from reports.rules import (
     local_midnight,
     ratio,
 )
+from reports.sql import greatest, hours_between, least
 
 BOOKED_STATUSES = (BookingStatus.CONFIRMED, BookingStatus.IN_USE, BookingStatus.COMPLETED)
 # Bookings made for a period: what "few bookings" counts (cancelled and refused ones are not).
 MADE_STATUSES = (*BOOKED_STATUSES, BookingStatus.NO_SHOW)
 
 
-# --- Dialect differences: clipping and durations ---------------------------------------------
-
-
-class greatest(FunctionElement[datetime]):
-    """The later of two timestamps: GREATEST on PostgreSQL, scalar MAX on SQLite."""
-
-    type = UTCDateTime()
-    inherit_cache = True
-
-
-class least(FunctionElement[datetime]):
-    """The earlier of two timestamps: LEAST on PostgreSQL, scalar MIN on SQLite."""
-
-    type = UTCDateTime()
-    inherit_cache = True
-
-
-class hours_between(FunctionElement[float]):
-    """``end - start`` in hours (a float)."""
-
-    type = sa.Float()
-    inherit_cache = True
-
-
-@compiles(greatest)
-def _greatest(element: greatest, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"GREATEST({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(greatest, "sqlite")
-def _greatest_sqlite(element: greatest, compiler: SQLCompiler, **kw: Any) -> str:
-    # SQLite keeps UTC as 'YYYY-MM-DD HH:MM:SS.ffffff' text (core.db.UTCDateTime): it orders.
-    return f"MAX({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(least)
-def _least(element: least, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"LEAST({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(least, "sqlite")
-def _least_sqlite(element: least, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"MIN({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(hours_between)
-def _hours_between(element: hours_between, compiler: SQLCompiler, **kw: Any) -> str:
-    start, end = (compiler.process(c, **kw) for c in element.clauses)
-    return f"(EXTRACT(EPOCH FROM ({end}) - ({start})) / 3600.0)"
-
-
-@compiles(hours_between, "sqlite")
-def _hours_between_sqlite(element: hours_between, compiler: SQLCompiler, **kw: Any) -> str:
-    start, end = (compiler.process(c, **kw) for c in element.clauses)
-    return f"((julianday({end}) - julianday({start})) * 24.0)"
+# --- Clipping ---------------------------------------------------------------------------------
 
 
 def _clipped_hours(start: Any, end: Any, bucket_start: Any, bucket_end: Any) -> Any:
@@ -659,9 +604,9 @@ BUCKETS_PER_SCAN = 12
 
 @dataclass(frozen=True)
 class _Span:
-    """Buckets ``first .. first + len(bounds) - 1`` of a report, summed in one scan."""
+    """Consecutive buckets of a report (their indexes), summed in one scan of the records."""
 
-    first: int
+    indexes: list[int]
     bounds: list[tuple[datetime, datetime]]  # UTC [start, end) of each bucket
 
     @property
@@ -673,12 +618,16 @@ class _Span:
         return self.bounds[-1][1]
 
 
-def _spans(buckets: Sequence[Bucket], zone: ZoneInfo) -> list[_Span]:
-    ranges = [bucket.utc_range(zone) for bucket in buckets]
-    return [
-        _Span(first, ranges[first : first + BUCKETS_PER_SCAN])
-        for first in range(0, len(ranges), BUCKETS_PER_SCAN)
-    ]
+def _spans(buckets: Sequence[Bucket], zone: ZoneInfo, indexes: Sequence[int]) -> list[_Span]:
+    """The buckets ``indexes`` in runs of consecutive ones, at most ``BUCKETS_PER_SCAN`` each
+    (a scan reads every record between its first and its last bucket)."""
+    runs: list[list[int]] = []
+    for index in indexes:
+        if runs and runs[-1][-1] == index - 1 and len(runs[-1]) < BUCKETS_PER_SCAN:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return [_Span(run, [buckets[i].utc_range(zone) for i in run]) for run in runs]
 
 
 def _utc(value: datetime) -> Any:
@@ -825,7 +774,7 @@ def _usage_figures(
             ]
             if not count:
                 continue
-            cell = cells[(_label_key(key), span.first + k)]
+            cell = cells[(_label_key(key), span.indexes[k])]
             cell.effective_hours += (
                 (total or 0.0) - (training_hours or 0.0) - (maintenance_hours or 0.0)
             )
@@ -909,13 +858,103 @@ def _booking_figures(
             ]
             if not (booked_hours or made_count or late_count):
                 continue
-            cell = cells[(_label_key(key), span.first + k)]
+            cell = cells[(_label_key(key), span.indexes[k])]
             cell.booked_hours += booked_hours or 0.0
             # PostgreSQL sums bigints as numeric: counts come back as Decimal there.
             cell.bookings += int(made_count or 0)
             cell.completed += int(completed_count or 0)
             cell.no_shows += int(no_shows or 0)
             cell.late_cancellations += int(late_count or 0)
+
+
+MS_PER_HOUR = 3_600_000.0
+
+
+def _month_total_figures(
+    session: Session,
+    group_column: Any,
+    conditions: list[Any],
+    zone: ZoneInfo,
+    buckets: dict[int, Bucket],
+    cells: dict[tuple[str, int], Sums],
+) -> None:
+    """What :func:`_usage_figures` and :func:`_booking_figures` sum from the records, for
+    buckets made of whole months: from the month totals the database keeps (one row per
+    instrument and month instead of every record; the same figures, tests compare them).
+
+    A record overlapping several months of one bucket is in each month's count; the months
+    after the bucket's first subtract those that started before them, so it counts once."""
+    totals = InstrumentMonth.__table__.c  # type: ignore[attr-defined]
+    first_months = [bucket.start for bucket in buckets.values()]
+    bucket_of = sa.case(
+        *(
+            (sa.and_(totals.month >= bucket.start, totals.month < bucket.end), index)
+            for index, bucket in buckets.items()
+        )
+    )
+    months = (
+        sa.select(
+            group_column.label("key"),
+            bucket_of.label("idx"),
+            *(
+                totals[name]
+                for name in (
+                    "usage_ms",
+                    "external_ms",
+                    "training_ms",
+                    "maintenance_ms",
+                    "booked_ms",
+                    "bookings_made",
+                    "bookings_completed",
+                    "no_shows",
+                    "late_cancellations",
+                )
+            ),
+            (
+                totals.usage_records
+                - sa.case((totals.month.in_(first_months), 0), else_=totals.usage_carried)
+            ).label("usage_records"),
+        )
+        .select_from(InstrumentMonth.__table__)  # type: ignore[attr-defined]
+        .join(Instrument, col(Instrument.id) == totals.instrument_id)
+        .join(Facility, col(Facility.id) == Instrument.facility_id)
+        .where(
+            totals.zone == zone.key,
+            totals.month >= min(first_months),
+            totals.month < max(bucket.end for bucket in buckets.values()),
+            *conditions,
+        )
+        .subquery("months")
+    )
+    names = [c.name for c in months.c][2:]
+    query = sa.select(
+        months.c.key, months.c.idx, *(sa.func.sum(months.c[name]) for name in names)
+    ).group_by(months.c.key, months.c.idx)
+    for key, index, *values in session.execute(query):
+        if index is None:
+            continue
+        # PostgreSQL sums bigints as numeric: Decimal there, int on SQLite.
+        sums = {name: int(value or 0) for name, value in zip(names, values, strict=True)}
+        cell_key = (_label_key(key), int(index))
+        if sums["usage_records"]:
+            cell = cells[cell_key]
+            used, training, maintenance = (
+                sums["usage_ms"],
+                sums["training_ms"],
+                sums["maintenance_ms"],
+            )
+            cell.effective_hours += (used - training - maintenance) / MS_PER_HOUR
+            cell.external_hours += sums["external_ms"] / MS_PER_HOUR
+            cell.training_hours += training / MS_PER_HOUR
+            cell.maintenance_hours += maintenance / MS_PER_HOUR
+            cell.usage_records += sums["usage_records"]
+        if sums["booked_ms"] or sums["bookings_made"] or sums["late_cancellations"]:
+            cell = cells[cell_key]
+            cell.booked_hours += sums["booked_ms"] / MS_PER_HOUR
+            cell.bookings += sums["bookings_made"]
+            cell.completed += sums["bookings_completed"]
+            cell.no_shows += sums["no_shows"]
+            cell.late_cancellations += sums["late_cancellations"]
 
 
 def _service_pairs(group_by: GroupBy, scope: ReportScope, filters: ReportFilter) -> Any:
@@ -1115,10 +1154,21 @@ def utilization_report(
         session, sorted({i.facility_id for i in instruments}), utc_start, utc_end
     )
     _calendar_figures(instruments, availability, buckets, zone, cells)
-    with _parallel_scans(session):
-        for span in _spans(buckets, zone):
-            _usage_figures(session, group_column, conditions, span, cells)
-            _booking_figures(session, group_column, conditions, span, cells)
+    months = month_totals.coverage(session, zone)
+    from_totals = {
+        index: bucket
+        for index, bucket in enumerate(buckets)
+        if months is not None and months.covers(bucket.start, bucket.end)
+    }
+    if from_totals:
+        _month_total_figures(session, group_column, conditions, zone, from_totals, cells)
+    # Months cut by the period's ends (or a zone without totals): from the records.
+    spans = _spans(buckets, zone, [i for i in range(len(buckets)) if i not in from_totals])
+    if spans:
+        with _parallel_scans(session):
+            for span in spans:
+                _usage_figures(session, group_column, conditions, span, cells)
+                _booking_figures(session, group_column, conditions, span, cells)
 
     pairs = _service_pairs(group_by, scope, filters)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from alembic import command
 from alembic.config import Config
@@ -13,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import migrations
 from core.db import Database
+from reports import month_totals
 
 UPGRADE_HINT = "Run `labshare db upgrade` to create or update the schema."
 
@@ -29,6 +31,10 @@ def upgrade(database: Database, revision: str = "head") -> None:
     with database.write_engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+    if schema_state(database).is_current:
+        # The platform's zone gets its month totals (built from the records the first time).
+        with database.transaction() as session:
+            month_totals.ensure_zone(session, ZoneInfo(database.settings.timezone))
     refresh_statistics(database)
 
 
