@@ -161,7 +161,9 @@ def build(database: Database, records: int) -> None:
                 }
             )
         triggers = connection.exec_driver_sql(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'booking'"
+            # Only the overlap guard (every row here is past): the month totals stay kept.
+            "SELECT name, sql FROM sqlite_master "
+            "WHERE type = 'trigger' AND name LIKE 'booking_no_overlap%'"
         ).all()
         for name, _ in triggers:
             connection.exec_driver_sql(f"DROP TRIGGER {name}")

@@ -992,6 +992,9 @@ def mark_no_shows(session: Session, *, policy: BookingPolicy, limit: int = 500) 
             col(Booking.status) == BookingStatus.CONFIRMED,
             col(Booking.start_at) <= now() - policy.grace,
         )
+        # In the order of the month totals a no-show changes (a trigger updates a row per
+        # instrument and month): two workers lock those rows in the same order, no deadlock.
+        .order_by(col(Booking.instrument_id), col(Booking.start_at))
         .limit(limit),
     )
     done = 0
