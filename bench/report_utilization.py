@@ -530,7 +530,8 @@ def run(kind: str, database: Database, runs: int, *, with_months: bool = False) 
             f"  = {median_year / median_base:.2f}× the baseline"
         )
         print(
-            f"  {kind} {clock}: same, summed from the records        {median_records * 1000:8.1f} ms"
+            f"  {kind} {clock}: same, summed from the records        "
+            f"{median_records * 1000:8.1f} ms"
             f"  = {median_records / median_base:.2f}× the baseline (information)"
         )
         if with_months:
