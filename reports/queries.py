@@ -1,13 +1,16 @@
 """Reads of the utilization reports: SQL aggregations grouped by instrument, facility,
 organisation, category, cluster or district, per month, quarter or year.
 
-Every figure that comes from bookings, usage records, service requests or accepted samples is a
-SQL aggregation (``GROUP BY`` the group and the bucket, ``CASE`` for the kinds, each interval
-clipped to its bucket with the larger start and the smaller end); Python never loops over
-those rows. Available and rated hours come from calendars: each facility's opening hours are
-expanded once for the whole period (the catalogue's open-interval rules), then every
-instrument and bucket reads them through running totals. The number of queries does not grow
-with the number of instruments, bookings or usage records.
+Buckets made of whole months read the month totals the database keeps per instrument
+(:mod:`reports.month_totals`): a few thousand rows, whatever the number of records. A bucket cut
+by the period's start or end, or a zone without totals, is summed from the bookings and usage
+records themselves (``GROUP BY`` the group, a column per bucket, ``CASE`` for the kinds, each
+interval clipped to its bucket with the larger start and the smaller end). Figures from service
+requests and accepted samples are SQL aggregations too; Python never loops over those rows.
+Available and rated hours come from calendars: each facility's opening hours are expanded once
+for the whole period (the catalogue's open-interval rules), then every instrument and bucket
+reads them through running totals. The number of queries does not grow with the number of
+instruments, bookings or usage records.
 
 The dashboard calls :func:`utilization_report` and :func:`low_use_instruments`; exports read
 :func:`usage_export_rows`.
@@ -1131,8 +1134,8 @@ def utilization_report(
     """Every metric of DESIGN.md for ``[start, end)`` (local dates in ``zone``), grouped by
     ``group_by``, per ``period``; only the facilities in ``scope``.
 
-    About a dozen queries whatever the number of instruments or rows, two more for every
-    further twelve buckets (a scan sums at most ``BUCKETS_PER_SCAN`` side by side).
+    About a dozen queries whatever the number of instruments, rows or buckets; two more for
+    each run of cut buckets summed from the records (at most ``BUCKETS_PER_SCAN`` per scan).
     Raises 422 for a bad period, 404 for a filter naming what the caller may not see.
     """
     rules_problems = rules.period_problems(start, end)
