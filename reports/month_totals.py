@@ -96,6 +96,29 @@ def ensure_zone(session: Session, zone: ZoneInfo) -> bool:
     return True
 
 
+def rebuild_zone(session: Session, zone: ZoneInfo) -> int:
+    """Build ``zone``'s totals afresh from the records (after writes that bypassed the
+    triggers, say a bulk load with them set aside); the number of month totals that differed.
+    """
+    before = _kept(session, zone)
+    totals, months = InstrumentMonth.__table__.c, ReportMonth.__table__.c  # type: ignore[attr-defined]
+    session.execute(sa.delete(InstrumentMonth).where(totals.zone == zone.key))
+    session.execute(sa.delete(ReportMonth).where(months.zone == zone.key))
+    ensure_zone(session, zone)
+    after = _kept(session, zone)
+    return sum(1 for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+
+
+def _kept(session: Session, zone: ZoneInfo) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    """The zone's non-empty totals (a record taken back leaves a row of zeros behind)."""
+    table = InstrumentMonth.__table__  # type: ignore[attr-defined]
+    figures = [c for c in table.c if c.name not in ("zone", "month", "instrument_id")]
+    rows = session.execute(
+        sa.select(table.c.month, table.c.instrument_id, *figures).where(table.c.zone == zone.key)
+    )
+    return {(row[0], row[1]): tuple(int(v) for v in row[2:]) for row in rows if any(row[2:])}
+
+
 def _records_in_month(session: Session, zone: ZoneInfo, start: Any, end: Any) -> Any:
     """Join condition: the record ``[start, end)`` overlaps the month.
 

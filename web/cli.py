@@ -482,6 +482,33 @@ def report_utilization(
         )
 
 
+@report_app.command("rebuild-totals")
+def report_rebuild_totals(
+    zone: Annotated[
+        str | None, typer.Option(help="A time zone; default: LABSHARE_TIMEZONE.")
+    ] = None,
+) -> None:
+    """Rebuild the month totals reports read, from the bookings and usage records.
+
+    The database keeps them with every write; this is for data written with its triggers set
+    aside (a bulk load), and says how many totals were off."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from reports import month_totals
+
+    settings = get_settings()
+    try:
+        chosen = ZoneInfo(zone or settings.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise _fail(f"Unknown time zone: {zone}") from exc
+    database = Database(settings)
+    require_current_schema(database)
+    with database.transaction() as session:
+        differed = month_totals.rebuild_zone(session, chosen)
+    database.dispose()
+    console.print(f"Month totals of {chosen.key} rebuilt from the records: {differed} differed.")
+
+
 @report_app.command("usage-export")
 def report_usage_export(
     instrument: Annotated[int, typer.Option(help="The instrument's id.")],

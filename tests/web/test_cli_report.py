@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from openpyxl import load_workbook
 from typer.testing import CliRunner
 
@@ -120,3 +121,28 @@ def test_the_usage_export_writes_the_instruments_records(world: World, tmp_path:
     assert result.exit_code == 0, result.output
     assert "Exported 5 usage records of RPT-A" in result.output
     assert load_workbook(output).active.max_row == 2 + 5
+
+
+def test_the_month_totals_are_rebuilt_from_the_records(world: World) -> None:
+    """A bulk load that set the triggers aside leaves totals behind; the rebuild puts them
+    right and says how many were off."""
+    database = Database(get_settings())
+    with database.transaction() as session:
+        session.execute(sa.text("UPDATE instrument_month SET usage_ms = usage_ms + 3600000"))
+        changed = session.execute(
+            sa.text("SELECT count(*) FROM instrument_month WHERE usage_ms <> 3600000")
+        ).scalar_one()
+    database.dispose()
+    result = runner.invoke(app, ["report", "rebuild-totals"])
+    assert result.exit_code == 0, result.output
+    assert f"{changed} differed" in result.output
+    assert changed > 0
+    result = runner.invoke(app, ["report", "rebuild-totals", "--zone", "Asia/Shanghai"])
+    assert "0 differed" in result.output
+    october = ["--from", "2025-10-01", "--to", "2025-11-01", "--format", "json"]
+    report = json.loads(runner.invoke(app, ["report", "utilization", *october]).stdout)
+    assert report["totals"]["effective_hours"] == 9.5 + 8  # facility F's and G's October
+
+    unknown = runner.invoke(app, ["report", "rebuild-totals", "--zone", "Mars/Olympus"])
+    assert unknown.exit_code == 1
+    assert "Unknown time zone" in unknown.output
