@@ -152,22 +152,11 @@ def _group_column(group_by: GroupBy) -> Any:
     }[group_by]
 
 
-def _bucket_table(buckets: Sequence[Bucket], zone: ZoneInfo) -> Any:
-    """The buckets as a small derived table: index, UTC bounds and local-date bounds."""
-    selects = []
-    for index, bucket in enumerate(buckets):
-        start, end = bucket.utc_range(zone)
-        selects.append(
-            sa.select(
-                sa.literal(index, sa.Integer).label("idx"),
-                sa.literal(start, UTCDateTime()).label("b_start"),
-                sa.literal(end, UTCDateTime()).label("b_end"),
-                sa.literal(bucket.start, sa.Date).label("d_start"),
-                sa.literal(bucket.end, sa.Date).label("d_end"),
-            )
-        )
-    union = selects[0] if len(selects) == 1 else sa.union_all(*selects)
-    return union.subquery("bucket")
+def _bucket_of(column: Any, ends: Sequence[Any]) -> Any:
+    """The index of the bucket a value falls in, from the buckets' ends in order (the caller
+    keeps the values within the period). A comparison per bucket, where joining a table of
+    buckets had the database read every row once per bucket (a year by month: 12 times)."""
+    return sa.case(*((column < end, index) for index, end in enumerate(ends)))
 
 
 # --- Figures ---------------------------------------------------------------------------------
@@ -989,7 +978,6 @@ def _service_pairs(group_by: GroupBy, scope: ReportScope, filters: ReportFilter)
 def _testing_figures(
     session: Session,
     pairs: Any,
-    bucket_table: Any,
     buckets: Sequence[Bucket],
     availability_of: Any,
     zone: ZoneInfo,
@@ -997,19 +985,24 @@ def _testing_figures(
 ) -> None:
     """Samples accepted (one GROUP BY) against daily capacity × open days of each service."""
     capacity = ServiceCapacityDay.__table__.c  # type: ignore[attr-defined]
-    bucket = bucket_table.c
-    accepted_query = (
+    days = (
         sa.select(
             pairs.c.key,
-            bucket.idx,
+            _bucket_of(capacity.day, [sa.literal(b.end, sa.Date) for b in buckets]).label("idx"),
             capacity.testing_service_id,
-            sa.func.sum(capacity.accepted_samples).label("accepted"),
+            capacity.accepted_samples,
         )
         .select_from(ServiceCapacityDay.__table__)  # type: ignore[attr-defined]
         .join(pairs, pairs.c.service_id == capacity.testing_service_id)
-        .join(bucket_table, sa.and_(capacity.day >= bucket.d_start, capacity.day < bucket.d_end))
-        .group_by(pairs.c.key, bucket.idx, capacity.testing_service_id)
+        .where(capacity.day >= buckets[0].start, capacity.day < buckets[-1].end)
+        .subquery("capacity_days")
     )
+    accepted_query = sa.select(
+        days.c.key,
+        days.c.idx,
+        days.c.testing_service_id,
+        sa.func.sum(days.c.accepted_samples).label("accepted"),
+    ).group_by(days.c.key, days.c.idx, days.c.testing_service_id)
     used_services: set[int] = set()
     for key, index, service_id, accepted in session.execute(accepted_query):
         cells[(_label_key(key), index)].samples_accepted += int(accepted or 0)
@@ -1044,9 +1037,7 @@ def _testing_figures(
 def _turnaround_medians(
     session: Session,
     pairs: Any,
-    bucket_table: Any,
-    start: datetime,
-    end: datetime,
+    bounds: Sequence[tuple[datetime, datetime]],
     cells: dict[tuple[str, int], Sums],
     *,
     single_bucket: bool,
@@ -1056,20 +1047,16 @@ def _turnaround_medians(
     Window functions (ROW_NUMBER and COUNT over a partition) pick the middle one or two values:
     the same SQL on SQLite, which has no median, and PostgreSQL."""
     request = ServiceRequest.__table__.c  # type: ignore[attr-defined]
-    bucket = bucket_table.c
     days = (hours_between(request.submitted_at, request.reported_at) / 24.0).label("days")
+    bucket = _bucket_of(request.reported_at, [_utc(end) for _, end in bounds]).label("idx")
     base = (
-        sa.select(pairs.c.key, bucket.idx, days, request.id.label("request_id"))
+        sa.select(pairs.c.key, bucket, days, request.id.label("request_id"))
         .select_from(ServiceRequest.__table__)  # type: ignore[attr-defined]
         .join(pairs, pairs.c.service_id == request.testing_service_id)
-        .join(
-            bucket_table,
-            sa.and_(request.reported_at >= bucket.b_start, request.reported_at < bucket.b_end),
-        )
         .where(
             request.reported_at.is_not(None),
-            request.reported_at >= start,
-            request.reported_at < end,
+            request.reported_at >= bounds[0][0],
+            request.reported_at < bounds[-1][1],
         )
         .subquery("reported")
     )
@@ -1147,7 +1134,6 @@ def utilization_report(
     utc_start, utc_end = local_midnight(start, zone), local_midnight(end, zone)
     group_column = _group_column(group_by)
     conditions = _conditions(scope, filters, instruments=True)
-    bucket_table = _bucket_table(buckets, zone)
 
     instruments, labels = _instruments(
         session, group_by=group_by, scope=scope, filters=filters, zone=zone
@@ -1183,9 +1169,13 @@ def utilization_report(
             availability.facility_outages.update(extra.facility_outages)
         return {f: availability.facility_open(f) for f in facility_ids}
 
-    _testing_figures(session, pairs, bucket_table, buckets, facility_open_time, zone, cells)
+    _testing_figures(session, pairs, buckets, facility_open_time, zone, cells)
     turnaround = _turnaround_medians(
-        session, pairs, bucket_table, utc_start, utc_end, cells, single_bucket=len(buckets) == 1
+        session,
+        pairs,
+        [bucket.utc_range(zone) for bucket in buckets],
+        cells,
+        single_bucket=len(buckets) == 1,
     )
     if group_by not in (GroupBy.INSTRUMENT, GroupBy.CATEGORY):
         _add_facility_labels(session, group_by, scope, filters, labels, cells)
