@@ -109,6 +109,16 @@ def rebuild_zone(session: Session, zone: ZoneInfo) -> int:
     return sum(1 for key in before.keys() | after.keys() if before.get(key) != after.get(key))
 
 
+def drop_zone(session: Session, zone: ZoneInfo) -> bool:
+    """Stop keeping ``zone``'s totals (after a change of the platform's zone, a write no longer
+    pays for the old one); False when it was not listed. Its reports then sum the records."""
+    totals, months = InstrumentMonth.__table__.c, ReportMonth.__table__.c  # type: ignore[attr-defined]
+    listed = coverage(session, zone) is not None
+    session.execute(sa.delete(InstrumentMonth).where(totals.zone == zone.key))
+    session.execute(sa.delete(ReportMonth).where(months.zone == zone.key))
+    return listed
+
+
 def _kept(session: Session, zone: ZoneInfo) -> dict[tuple[Any, ...], tuple[int, ...]]:
     """The zone's non-empty totals (a record taken back leaves a row of zeros behind)."""
     table = InstrumentMonth.__table__  # type: ignore[attr-defined]

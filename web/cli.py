@@ -509,6 +509,35 @@ def report_rebuild_totals(
     console.print(f"Month totals of {chosen.key} rebuilt from the records: {differed} differed.")
 
 
+@report_app.command("drop-totals")
+def report_drop_totals(
+    zone: Annotated[str, typer.Option(help="The time zone whose totals are no longer kept.")],
+) -> None:
+    """Stop keeping the month totals of a zone the platform no longer reports in (after a
+    change of LABSHARE_TIMEZONE): writes stop paying for them."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from reports import month_totals
+
+    settings = get_settings()
+    try:
+        chosen = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise _fail(f"Unknown time zone: {zone}") from exc
+    if chosen.key == settings.timezone:
+        raise _fail(f"{zone} is LABSHARE_TIMEZONE: its reports read these totals.", 2)
+    database = Database(settings)
+    require_current_schema(database)
+    with database.transaction() as session:
+        dropped = month_totals.drop_zone(session, chosen)
+    database.dispose()
+    console.print(
+        f"Month totals of {chosen.key} dropped."
+        if dropped
+        else f"No month totals were kept for {chosen.key}."
+    )
+
+
 @report_app.command("usage-export")
 def report_usage_export(
     instrument: Annotated[int, typer.Option(help="The instrument's id.")],

@@ -146,3 +146,42 @@ def test_the_month_totals_are_rebuilt_from_the_records(world: World) -> None:
     unknown = runner.invoke(app, ["report", "rebuild-totals", "--zone", "Mars/Olympus"])
     assert unknown.exit_code == 1
     assert "Unknown time zone" in unknown.output
+
+
+def test_an_old_zone_stops_being_kept(world: World) -> None:
+    """After LABSHARE_TIMEZONE changes, the old zone's totals can be dropped; the platform's
+    own zone cannot."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from booking.models import UsageRecord
+    from reports import month_totals
+
+    database = Database(get_settings())
+    with database.transaction() as session:
+        assert month_totals.ensure_zone(session, ZoneInfo("Europe/Berlin"))
+    result = runner.invoke(app, ["report", "drop-totals", "--zone", "Europe/Berlin"])
+    assert result.exit_code == 0, result.output
+    assert "dropped" in result.output
+    with database.transaction() as session:
+        assert month_totals.coverage(session, ZoneInfo("Europe/Berlin")) is None
+        # A write after the drop adds nothing for the dropped zone.
+        session.add(
+            UsageRecord(
+                instrument_id=world.a.id or 0,
+                user_id=world.internal_user.id or 0,
+                started_at=datetime(2025, 10, 20, 1, tzinfo=UTC),
+                ended_at=datetime(2025, 10, 20, 3, tzinfo=UTC),
+            )
+        )
+        session.flush()
+        kept = session.execute(
+            sa.text("SELECT count(*) FROM instrument_month WHERE zone = 'Europe/Berlin'")
+        ).scalar_one()
+        assert kept == 0
+    database.dispose()
+    again = runner.invoke(app, ["report", "drop-totals", "--zone", "Europe/Berlin"])
+    assert "No month totals were kept" in again.output
+    own = runner.invoke(app, ["report", "drop-totals", "--zone", "Asia/Shanghai"])
+    assert own.exit_code == 2
+    assert "LABSHARE_TIMEZONE" in own.output
