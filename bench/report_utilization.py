@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
-from sqlmodel import col
+from sqlmodel import Session, col
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,7 +45,7 @@ from core.places import DISTRICT_CLUSTER
 from core.settings import Settings
 from instruments.models import Facility, Instrument, OpeningSpan, Outage, TestingService
 from reports.models import ReportMonth
-from reports.queries import utilization_report
+from reports.queries import UtilizationReport, utilization_report
 from reports.rules import GroupBy, PeriodKind, ReportScope
 from web import dbschema
 
@@ -462,19 +462,21 @@ def run(kind: str, database: Database, runs: int, *, with_months: bool = False) 
         with database.read_engine.connect() as connection:
             return connection.execute(sql, bound).all()
 
+    def by_facility(session: Session, period: PeriodKind) -> UtilizationReport:
+        return utilization_report(
+            session,
+            start=start,
+            end=end,
+            group_by=GroupBy.FACILITY,
+            period=period,
+            scope=ReportScope(None),
+            zone=ZONE,
+        )
+
     def report(period: PeriodKind) -> Callable[[], object]:
         def call() -> object:
             with database.transaction(write=False) as session:
-                result = utilization_report(
-                    session,
-                    start=start,
-                    end=end,
-                    group_by=GroupBy.FACILITY,
-                    period=period,
-                    scope=ReportScope(None),
-                    zone=ZONE,
-                )
-                return result.as_dict()
+                return by_facility(session, period).as_dict()
 
         return call
 
@@ -483,15 +485,7 @@ def run(kind: str, database: Database, runs: int, *, with_months: bool = False) 
         session = database.new_session()
         try:
             session.execute(sa.delete(ReportMonth).where(col(ReportMonth.zone) == ZONE.key))
-            return utilization_report(
-                session,
-                start=start,
-                end=end,
-                group_by=GroupBy.FACILITY,
-                period=PeriodKind.YEAR,
-                scope=ReportScope(None),
-                zone=ZONE,
-            ).as_dict()
+            return by_facility(session, PeriodKind.YEAR).as_dict()
         finally:
             session.rollback()
             session.close()
@@ -501,15 +495,7 @@ def run(kind: str, database: Database, runs: int, *, with_months: bool = False) 
     records = _time(from_records, runs)
     monthly = _time(report(PeriodKind.MONTH), runs) if with_months else ([0.0], [0.0])
     with database.transaction(write=False) as session:
-        totals = utilization_report(
-            session,
-            start=start,
-            end=end,
-            group_by=GroupBy.FACILITY,
-            period=PeriodKind.YEAR,
-            scope=ReportScope(None),
-            zone=ZONE,
-        ).totals()
+        totals = by_facility(session, PeriodKind.YEAR).totals()
     print(
         f"  totals: effective {totals['effective_hours']:,.0f} h, rated "
         f"{totals['rated_hours']:,.0f} h, utilization {totals['utilization']:.1%}, sharing "

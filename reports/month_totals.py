@@ -24,18 +24,20 @@ from booking.models import Booking, UsageRecord
 from booking.rules import BookingStatus
 from instruments.models import Facility, Instrument
 from reports.models import InstrumentMonth, ReportMonth
-from reports.rules import UsageKind, local_midnight
-from reports.sql import days_later, greatest, hours_between, least, milliseconds_between
+from reports.rules import BOOKED_STATUSES, MADE_STATUSES, UsageKind, local_midnight
+from reports.sql import (
+    days_later,
+    external_use,
+    greatest,
+    hours_between,
+    late_cancellation,
+    least,
+    milliseconds_between,
+)
 
 # The months listed for a zone: records outside them are still reported, from the records.
 FIRST_MONTH = date(2000, 1, 1)
 END_MONTH = date(2101, 1, 1)
-
-BOOKED = tuple(
-    s.value for s in (BookingStatus.CONFIRMED, BookingStatus.IN_USE, BookingStatus.COMPLETED)
-)
-MADE = (*BOOKED, BookingStatus.NO_SHOW.value)
-NOT_EFFECTIVE = (UsageKind.TRAINING.value, UsageKind.MAINTENANCE.value)
 
 
 def next_month(day: date) -> date:
@@ -189,13 +191,7 @@ def _add_usage(session: Session, zone: ZoneInfo) -> None:
         .group_by(m.zone, m.month, usage.instrument_id, usage.kind, usage.organisation_id)
         .subquery("usage_sums")
     )
-    external = sa.and_(
-        sums.c.kind.not_in(NOT_EFFECTIVE),
-        sa.or_(
-            sums.c.organisation_id.is_(None),
-            sums.c.organisation_id != col(Facility.organisation_id),
-        ),
-    )
+    external = external_use(sums.c.kind, sums.c.organisation_id, col(Facility.organisation_id))
     select = (
         sa.select(
             sums.c.zone,
@@ -236,11 +232,7 @@ def _add_bookings(session: Session, zone: ZoneInfo) -> None:
         greatest(booking.start_at, m.utc_start), least(booking.end_at, m.utc_end)
     )
     starts_here = sa.and_(booking.start_at >= m.utc_start, booking.start_at < m.utc_end)
-    late = sa.and_(
-        booking.status == BookingStatus.CANCELLED.value,
-        booking.late_cancellation.is_(True),
-        booking.replaced_by_id.is_(None),
-    )
+    late = late_cancellation(booking.status, booking.late_cancellation, booking.replaced_by_id)
 
     def starting(condition: Any) -> Any:
         return sa.func.sum(sa.case((sa.and_(starts_here, condition), 1), else_=0))
@@ -250,8 +242,8 @@ def _add_bookings(session: Session, zone: ZoneInfo) -> None:
             m.zone,
             m.month,
             booking.instrument_id,
-            sa.func.sum(sa.case((booking.status.in_(BOOKED), ms), else_=0)),
-            starting(booking.status.in_(MADE)),
+            sa.func.sum(sa.case((booking.status.in_(BOOKED_STATUSES), ms), else_=0)),
+            starting(booking.status.in_(MADE_STATUSES)),
             starting(booking.status == BookingStatus.COMPLETED.value),
             starting(booking.status == BookingStatus.NO_SHOW.value),
             starting(late),
@@ -261,7 +253,7 @@ def _add_bookings(session: Session, zone: ZoneInfo) -> None:
             Booking.__table__,  # type: ignore[attr-defined]
             _records_in_month(session, zone, booking.start_at, booking.end_at),
         )
-        .where(sa.or_(booking.status.in_(MADE), late))
+        .where(sa.or_(booking.status.in_(MADE_STATUSES), late))
         .group_by(m.zone, m.month, booking.instrument_id)
     )
     _upsert(

@@ -51,6 +51,8 @@ from instruments.rules import CATEGORY_NAMES, Category, InstrumentStatus, Interv
 from reports import month_totals, rules
 from reports.models import InstrumentMonth
 from reports.rules import (
+    BOOKED_STATUSES,
+    MADE_STATUSES,
     Bucket,
     GroupBy,
     LowUseFacts,
@@ -62,12 +64,7 @@ from reports.rules import (
     local_midnight,
     ratio,
 )
-from reports.sql import greatest, hours_between, least
-
-BOOKED_STATUSES = (BookingStatus.CONFIRMED, BookingStatus.IN_USE, BookingStatus.COMPLETED)
-# Bookings made for a period: what "few bookings" counts (cancelled and refused ones are not).
-MADE_STATUSES = (*BOOKED_STATUSES, BookingStatus.NO_SHOW)
-
+from reports.sql import external_use, greatest, hours_between, late_cancellation, least
 
 # --- Clipping ---------------------------------------------------------------------------------
 
@@ -152,11 +149,11 @@ def _group_column(group_by: GroupBy) -> Any:
     }[group_by]
 
 
-def _bucket_of(column: Any, ends: Sequence[Any]) -> Any:
-    """The index of the bucket a value falls in, from the buckets' ends in order (the caller
-    keeps the values within the period). A comparison per bucket, where joining a table of
-    buckets had the database read every row once per bucket (a year by month: 12 times)."""
-    return sa.case(*((column < end, index) for index, end in enumerate(ends)))
+def _bucket_of(column: Any, ends: Sequence[tuple[int, Any]]) -> Any:
+    """The index of the bucket a value falls in, from (index, end) of consecutive buckets in
+    order (the caller keeps the values within them). A comparison per bucket, where joining a
+    table of buckets had the database read every row once per bucket (a year by month: 12)."""
+    return sa.case(*((column < end, index) for index, end in ends))
 
 
 # --- Figures ---------------------------------------------------------------------------------
@@ -731,14 +728,7 @@ def _usage_figures(
         .group_by(usage.instrument_id, usage.kind, usage.organisation_id)
         .subquery("usage_sums")
     )
-    not_effective = [UsageKind.TRAINING.value, UsageKind.MAINTENANCE.value]
-    external = sa.and_(
-        sums.c.kind.not_in(not_effective),
-        sa.or_(
-            sums.c.organisation_id.is_(None),
-            sums.c.organisation_id != col(Facility.organisation_id),
-        ),
-    )
+    external = external_use(sums.c.kind, sums.c.organisation_id, col(Facility.organisation_id))
     training = sums.c.kind == UsageKind.TRAINING.value
     maintenance = sums.c.kind == UsageKind.MAINTENANCE.value
     figures = []
@@ -751,29 +741,20 @@ def _usage_figures(
             sa.func.sum(sa.case((maintenance, h), else_=0.0)),
             sa.func.sum(sums.c[f"n{k}"]),
         ]
-    query = (
-        sa.select(group_column.label("key"), *figures)
-        .select_from(sums)
-        .join(Instrument, col(Instrument.id) == sums.c.instrument_id)
-        .join(Facility, col(Facility.id) == Instrument.facility_id)
-        .where(*conditions)
-        .group_by(group_column)
-    )
-    for key, *values in session.execute(query):
+    for key, *values in session.execute(_per_group(sums, group_column, conditions, figures)):
         for k in range(len(span.bounds)):
             total, external_hours, training_hours, maintenance_hours, count = values[
                 5 * k : 5 * k + 5
             ]
-            if not count:
-                continue
-            cell = cells[(_label_key(key), span.indexes[k])]
-            cell.effective_hours += (
-                (total or 0.0) - (training_hours or 0.0) - (maintenance_hours or 0.0)
+            _add_usage(
+                cells,
+                (_label_key(key), span.indexes[k]),
+                hours=total or 0.0,
+                external=external_hours or 0.0,
+                training=training_hours or 0.0,
+                maintenance=maintenance_hours or 0.0,
+                records=int(count or 0),  # PostgreSQL sums bigints as numeric
             )
-            cell.external_hours += external_hours or 0.0
-            cell.training_hours += training_hours or 0.0
-            cell.maintenance_hours += maintenance_hours or 0.0
-            cell.usage_records += int(count)  # PostgreSQL sums bigints as numeric
 
 
 def _booking_figures(
@@ -787,7 +768,7 @@ def _booking_figures(
     an inner GROUP BY per instrument and status in the index's order (a column per bucket),
     then per group."""
     booking = Booking.__table__.c  # type: ignore[attr-defined]
-    booked = booking.status.in_([s.value for s in BOOKED_STATUSES])
+    booked = booking.status.in_(BOOKED_STATUSES)
     hours = _per_bucket_hours(span, booking.start_at, booking.end_at, when=booked)
     starts = _per_bucket_count(
         span, lambda lo, hi: sa.and_(booking.start_at >= lo, booking.start_at < hi)
@@ -805,7 +786,7 @@ def _booking_figures(
         .where(
             booking.start_at < span.end,
             booking.end_at > span.start,
-            booking.status.in_([s.value for s in (*MADE_STATUSES, BookingStatus.CANCELLED)]),
+            booking.status.in_([*MADE_STATUSES, BookingStatus.CANCELLED.value]),
             *_in_scope(booking.instrument_id, conditions),
         )
         .group_by(
@@ -816,15 +797,10 @@ def _booking_figures(
         )
         .subquery("booking_sums")
     )
-    made = sums.c.status.in_([s.value for s in MADE_STATUSES])
+    made = sums.c.status.in_(MADE_STATUSES)
     completed = sums.c.status == BookingStatus.COMPLETED.value
     no_show = sums.c.status == BookingStatus.NO_SHOW.value
-    # A move cancels the old booking with replaced_by_id: not a cancellation here.
-    late = sa.and_(
-        sums.c.status == BookingStatus.CANCELLED.value,
-        sums.c.late_cancellation.is_(True),
-        sums.c.replaced_by_id.is_(None),
-    )
+    late = late_cancellation(sums.c.status, sums.c.late_cancellation, sums.c.replaced_by_id)
     figures = []
     for k in range(len(span.bounds)):
         n = sums.c[f"n{k}"]
@@ -835,7 +811,26 @@ def _booking_figures(
                 for which in (made, completed, no_show, late)
             ),
         ]
-    query = (
+    for key, *values in session.execute(_per_group(sums, group_column, conditions, figures)):
+        for k in range(len(span.bounds)):
+            booked_hours, made_count, completed_count, no_shows, late_count = values[
+                5 * k : 5 * k + 5
+            ]
+            # PostgreSQL sums bigints as numeric: counts come back as Decimal there.
+            _add_bookings(
+                cells,
+                (_label_key(key), span.indexes[k]),
+                booked=booked_hours or 0.0,
+                made=int(made_count or 0),
+                completed=int(completed_count or 0),
+                no_shows=int(no_shows or 0),
+                late=int(late_count or 0),
+            )
+
+
+def _per_group(sums: Any, group_column: Any, conditions: list[Any], figures: list[Any]) -> Any:
+    """The outer GROUP BY of a scan: the per-instrument ``sums`` added up per group."""
+    return (
         sa.select(group_column.label("key"), *figures)
         .select_from(sums)
         .join(Instrument, col(Instrument.id) == sums.c.instrument_id)
@@ -843,20 +838,48 @@ def _booking_figures(
         .where(*conditions)
         .group_by(group_column)
     )
-    for key, *values in session.execute(query):
-        for k in range(len(span.bounds)):
-            booked_hours, made_count, completed_count, no_shows, late_count = values[
-                5 * k : 5 * k + 5
-            ]
-            if not (booked_hours or made_count or late_count):
-                continue
-            cell = cells[(_label_key(key), span.indexes[k])]
-            cell.booked_hours += booked_hours or 0.0
-            # PostgreSQL sums bigints as numeric: counts come back as Decimal there.
-            cell.bookings += int(made_count or 0)
-            cell.completed += int(completed_count or 0)
-            cell.no_shows += int(no_shows or 0)
-            cell.late_cancellations += int(late_count or 0)
+
+
+def _add_usage(
+    cells: dict[tuple[str, int], Sums],
+    cell_key: tuple[str, int],
+    *,
+    hours: float,
+    external: float,
+    training: float,
+    maintenance: float,
+    records: int,
+) -> None:
+    """A group's usage in a bucket (hours of every kind); no cell for a bucket without any."""
+    if not records:
+        return
+    cell = cells[cell_key]
+    cell.effective_hours += hours - training - maintenance
+    cell.external_hours += external
+    cell.training_hours += training
+    cell.maintenance_hours += maintenance
+    cell.usage_records += records
+
+
+def _add_bookings(
+    cells: dict[tuple[str, int], Sums],
+    cell_key: tuple[str, int],
+    *,
+    booked: float,
+    made: int,
+    completed: int,
+    no_shows: int,
+    late: int,
+) -> None:
+    """A group's bookings in a bucket; no cell for a bucket without any."""
+    if not (booked or made or late):
+        return
+    cell = cells[cell_key]
+    cell.booked_hours += booked
+    cell.bookings += made
+    cell.completed += completed
+    cell.no_shows += no_shows
+    cell.late_cancellations += late
 
 
 MS_PER_HOUR = 3_600_000.0
@@ -871,18 +894,15 @@ def _month_total_figures(
     cells: dict[tuple[str, int], Sums],
 ) -> None:
     """What :func:`_usage_figures` and :func:`_booking_figures` sum from the records, for
-    buckets made of whole months: from the month totals the database keeps (one row per
-    instrument and month instead of every record; the same figures, tests compare them).
+    consecutive buckets made of whole months: from the month totals the database keeps (a row
+    per instrument and month instead of every record; the same figures, tests compare them).
 
     A record overlapping several months of one bucket is in each month's count; the months
     after the bucket's first subtract those that started before them, so it counts once."""
     totals = InstrumentMonth.__table__.c  # type: ignore[attr-defined]
     first_months = [bucket.start for bucket in buckets.values()]
-    bucket_of = sa.case(
-        *(
-            (sa.and_(totals.month >= bucket.start, totals.month < bucket.end), index)
-            for index, bucket in buckets.items()
-        )
+    bucket_of = _bucket_of(
+        totals.month, [(index, sa.literal(b.end, sa.Date)) for index, b in buckets.items()]
     )
     months = (
         sa.select(
@@ -923,30 +943,27 @@ def _month_total_figures(
         months.c.key, months.c.idx, *(sa.func.sum(months.c[name]) for name in names)
     ).group_by(months.c.key, months.c.idx)
     for key, index, *values in session.execute(query):
-        if index is None:
-            continue
         # PostgreSQL sums bigints as numeric: Decimal there, int on SQLite.
         sums = {name: int(value or 0) for name, value in zip(names, values, strict=True)}
         cell_key = (_label_key(key), int(index))
-        if sums["usage_records"]:
-            cell = cells[cell_key]
-            used, training, maintenance = (
-                sums["usage_ms"],
-                sums["training_ms"],
-                sums["maintenance_ms"],
-            )
-            cell.effective_hours += (used - training - maintenance) / MS_PER_HOUR
-            cell.external_hours += sums["external_ms"] / MS_PER_HOUR
-            cell.training_hours += training / MS_PER_HOUR
-            cell.maintenance_hours += maintenance / MS_PER_HOUR
-            cell.usage_records += sums["usage_records"]
-        if sums["booked_ms"] or sums["bookings_made"] or sums["late_cancellations"]:
-            cell = cells[cell_key]
-            cell.booked_hours += sums["booked_ms"] / MS_PER_HOUR
-            cell.bookings += sums["bookings_made"]
-            cell.completed += sums["bookings_completed"]
-            cell.no_shows += sums["no_shows"]
-            cell.late_cancellations += sums["late_cancellations"]
+        _add_usage(
+            cells,
+            cell_key,
+            hours=sums["usage_ms"] / MS_PER_HOUR,
+            external=sums["external_ms"] / MS_PER_HOUR,
+            training=sums["training_ms"] / MS_PER_HOUR,
+            maintenance=sums["maintenance_ms"] / MS_PER_HOUR,
+            records=sums["usage_records"],
+        )
+        _add_bookings(
+            cells,
+            cell_key,
+            booked=sums["booked_ms"] / MS_PER_HOUR,
+            made=sums["bookings_made"],
+            completed=sums["bookings_completed"],
+            no_shows=sums["no_shows"],
+            late=sums["late_cancellations"],
+        )
 
 
 def _service_pairs(group_by: GroupBy, scope: ReportScope, filters: ReportFilter) -> Any:
@@ -988,7 +1005,9 @@ def _testing_figures(
     days = (
         sa.select(
             pairs.c.key,
-            _bucket_of(capacity.day, [sa.literal(b.end, sa.Date) for b in buckets]).label("idx"),
+            _bucket_of(
+                capacity.day, [(i, sa.literal(b.end, sa.Date)) for i, b in enumerate(buckets)]
+            ).label("idx"),
             capacity.testing_service_id,
             capacity.accepted_samples,
         )
@@ -1048,7 +1067,9 @@ def _turnaround_medians(
     the same SQL on SQLite, which has no median, and PostgreSQL."""
     request = ServiceRequest.__table__.c  # type: ignore[attr-defined]
     days = (hours_between(request.submitted_at, request.reported_at) / 24.0).label("days")
-    bucket = _bucket_of(request.reported_at, [_utc(end) for _, end in bounds]).label("idx")
+    bucket = _bucket_of(
+        request.reported_at, [(i, _utc(end)) for i, (_, end) in enumerate(bounds)]
+    ).label("idx")
     base = (
         sa.select(pairs.c.key, bucket, days, request.id.label("request_id"))
         .select_from(ServiceRequest.__table__)  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from enum import StrEnum
 from itertools import accumulate
 from zoneinfo import ZoneInfo
 
+from booking.rules import BookingStatus
 from core.accounts.rules import Role
 from core.auth.principal import Principal
 from core.errors import PermissionDenied, Problem
@@ -60,6 +61,17 @@ class UsageKind(StrEnum):
     USE = "use"
     TRAINING = "training"
     MAINTENANCE = "maintenance"
+
+
+NOT_EFFECTIVE_KINDS = (UsageKind.TRAINING.value, UsageKind.MAINTENANCE.value)
+# Bookings whose time counts as booked hours.
+BOOKED_STATUSES = (
+    BookingStatus.CONFIRMED.value,
+    BookingStatus.IN_USE.value,
+    BookingStatus.COMPLETED.value,
+)
+# Bookings made for a period: what "few bookings" counts (cancelled and refused ones are not).
+MADE_STATUSES = (*BOOKED_STATUSES, BookingStatus.NO_SHOW.value)
 
 
 # --- Definitions (shown in docs/metrics.md, the API and the dashboard's footnotes) ----------

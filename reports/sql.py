@@ -1,5 +1,6 @@
-"""SQL the two engines write differently: the later or earlier of two timestamps, and the time
-between two timestamps, as expressions both reports and the month totals use."""
+"""SQL both the reports and the month totals use: the metrics' conditions (external use, a
+late cancellation), and what the two engines write differently (the later or earlier of two
+timestamps, the time between them, a timestamp some days later)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,26 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from booking.rules import BookingStatus
 from core.db import UTCDateTime
+from reports.rules import NOT_EFFECTIVE_KINDS
+
+
+def external_use(kind: Any, user_organisation_id: Any, owner_id: Any) -> Any:
+    """Effective use by someone outside the organisation owning the instrument's facility
+    (a user without an organisation is outside)."""
+    return sa.and_(
+        kind.not_in(NOT_EFFECTIVE_KINDS),
+        sa.or_(user_organisation_id.is_(None), user_organisation_id != owner_id),
+    )
+
+
+def late_cancellation(status: Any, late: Any, replaced_by_id: Any) -> Any:
+    """A cancellation after the deadline; a move cancels the old booking with
+    ``replaced_by_id`` set, which is not one."""
+    return sa.and_(
+        status == BookingStatus.CANCELLED.value, late.is_(True), replaced_by_id.is_(None)
+    )
 
 
 class greatest(FunctionElement[datetime]):

@@ -39,14 +39,12 @@ def stored_totals(session: Session) -> dict[tuple[Any, ...], tuple[int, ...]]:
 
 def rebuilt_totals(session: Session) -> dict[tuple[Any, ...], tuple[int, ...]]:
     """The totals built afresh from the records, as listing the zone the first time does."""
-    session.execute(sa.delete(InstrumentMonth))
-    session.execute(sa.delete(ReportMonth))
-    assert month_totals.ensure_zone(session, SHANGHAI)
+    month_totals.rebuild_zone(session, SHANGHAI)
     assert not month_totals.ensure_zone(session, SHANGHAI)  # listed once
     return stored_totals(session)
 
 
-def test_the_platform_zone_is_listed_by_the_migration(session: Session) -> None:
+def test_the_upgrade_lists_the_platform_zone(session: Session) -> None:
     months = month_totals.coverage(session, SHANGHAI)
     assert months == month_totals.Coverage(date(2000, 1, 1), date(2101, 1, 1))
     assert months.covers(date(2025, 1, 1), date(2026, 1, 1))
@@ -57,20 +55,23 @@ def test_the_platform_zone_is_listed_by_the_migration(session: Session) -> None:
 def test_a_usage_record_is_split_by_local_month_in_milliseconds(
     session: Session, world: World
 ) -> None:
+    october, november = (("Asia/Shanghai", date(2025, month, 1), world.c.id) for month in (10, 11))
+    before = dict(zip(TOTALS[3:], stored_totals(session)[october], strict=True))
     # 31 October 22:00 to 1 November 01:00 Shanghai time: two hours in October, one in November.
     record = _usage(session, world.c, world.external_user, local(10, 31, 22), local(11, 1, 1))
     totals = stored_totals(session)
-    october = totals[("Asia/Shanghai", date(2025, 10, 1), world.c.id)]
-    november = totals[("Asia/Shanghai", date(2025, 11, 1), world.c.id)]
-    by_name = dict(zip(TOTALS[3:], november, strict=True))
-    assert by_name["usage_ms"] == by_name["external_ms"] == 3_600_000
-    assert (by_name["usage_records"], by_name["usage_carried"]) == (1, 1)
-    # Taking the record back leaves October as it was before it.
+    in_october = dict(zip(TOTALS[3:], totals[october], strict=True))
+    in_november = dict(zip(TOTALS[3:], totals[november], strict=True))
+    assert in_october["usage_ms"] - before["usage_ms"] == 7_200_000
+    assert in_october["usage_records"] - before["usage_records"] == 1
+    assert in_november["usage_ms"] == in_november["external_ms"] == 3_600_000
+    assert (in_november["usage_records"], in_november["usage_carried"]) == (1, 1)
+    # Taking the record back leaves both months as they were before it.
     session.delete(record)
     session.flush()
     after = stored_totals(session)
-    assert ("Asia/Shanghai", date(2025, 11, 1), world.c.id) not in after
-    assert after[("Asia/Shanghai", date(2025, 10, 1), world.c.id)] != october
+    assert november not in after
+    assert dict(zip(TOTALS[3:], after[october], strict=True)) == before
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
