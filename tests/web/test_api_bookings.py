@@ -192,6 +192,25 @@ def test_a_booking_in_the_past_is_422(client: TestClient, world: World) -> None:
     assert error_codes(response) == [("in_past", "start")]
 
 
+def test_booking_without_a_valid_token_is_401_and_books_nothing(
+    client: TestClient, world: World, session: Session
+) -> None:
+    revoked = client.post("/api/v1/auth/logout", headers=world.as_colleague)
+    assert revoked.status_code < 300, revoked.text
+    for headers, code in (
+        ({}, "not_authenticated"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "not_authenticated"),
+        ({"Authorization": "Bearer not-a-token"}, "invalid_token"),
+        (world.as_colleague, "invalid_token"),
+    ):
+        response = request_booking(client, headers, world.instrument)
+        assert response.status_code == 401, (headers, response.text)
+        assert response.json()["code"] == code
+    # Without a token the caller learns nothing about the body, not even that it is wrong.
+    assert request_booking(client, {}, world.instrument, start="tomorrow").status_code == 401
+    assert bookings_of(session, world.colleague) == 0
+
+
 def test_booking_a_missing_instrument_is_404(client: TestClient, world: World) -> None:
     response = client.post(
         "/api/v1/bookings",

@@ -150,7 +150,7 @@ INVALID_VALUE = N_("This value is not accepted.")
 INVALID_EMAIL = N_("This is not a valid e-mail address.")
 
 
-def admin_principal(principal: PagePrincipal) -> Principal:
+async def admin_principal(principal: PagePrincipal) -> Principal:
     if not principal.is_admin:
         raise PermissionDenied(N_("Only an administrator may open this page."))
     return principal

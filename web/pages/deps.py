@@ -51,7 +51,7 @@ def optional_page_principal(
     return principal
 
 
-def checked_csrf(
+async def checked_csrf(
     request: Request,
     current: Annotated[PageSession | None, Depends(page_session)],
     csrf_token: Annotated[str | None, Form()] = None,
