@@ -165,6 +165,10 @@ def list_bookings(
 ) -> tuple[list[Booking], int]:
     """Bookings the actor may see: its own; a lab manager's facilities'; everything for
     planners and admins. Filters narrow that, never widen it."""
+    if filters.start is not None and filters.end is not None and filters.end <= filters.start:
+        raise RuleViolation(
+            [Problem("end_not_after_start", "The end must be after the start.", "end")]
+        )
     query = select(Booking)
     if filters.pending_queue:
         query = query.where(Booking.status == BookingStatus.PENDING)

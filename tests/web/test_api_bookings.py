@@ -414,6 +414,16 @@ def test_lists_show_each_caller_what_it_may_see(client: TestClient, world: World
     assert filtered["total"] == 1
 
 
+def test_a_list_asked_for_an_end_before_its_start_is_422(client: TestClient, world: World) -> None:
+    response = client.get(
+        "/api/v1/bookings",
+        params={"start": "2026-12-03T00:00:00Z", "end": "2026-12-01T00:00:00Z"},
+        headers=world.as_researcher,
+    )
+    assert response.status_code == 422
+    assert error_codes(response) == [("end_not_after_start", "end")]
+
+
 def test_bulk_decisions_answer_for_each_request(client: TestClient, world: World) -> None:
     first = booked(client, world.as_researcher, world.instrument, operated_by="staff")
     second = booked(client, world.as_colleague, world.other_instrument, operated_by="staff")
