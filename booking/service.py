@@ -435,7 +435,10 @@ def _check_request(
     policy: BookingPolicy,
     ignore_booking_id: int | None = None,
     check_overlap: bool = True,
+    also: Sequence[Problem] = (),
 ) -> _Checked:
+    """Check a request against every rule; ``also`` adds the caller's own problems, which are
+    reported and may be overridden like the others."""
     if start.tzinfo is None or end.tzinfo is None:
         raise RuleViolation([Problem("naive_time", "Times need an offset.", "start")])
     # Opening hours and outages a day either side: a booking's slots and days are local.
@@ -456,7 +459,7 @@ def _check_request(
     if override and not manager:
         raise PermissionDenied("Only a lab manager of the facility may override booking rules.")
 
-    problems: list[Problem] = []
+    problems: list[Problem] = list(also)
     if operated_by is OperatedBy.SELF and instrument.operation_mode == OperationMode.STAFF_OPERATED:
         problems.append(
             Problem(
@@ -758,6 +761,10 @@ def move(
     old = visible_booking(session, actor=actor, booking_id=booking_id)
     _require_owner_or_manager(actor, old, "move")
     _require_status(old, "move")
+    if old.start_at <= now():
+        raise Conflict("The booking has started and can no longer be moved.", code="started")
+    if (start, end) == (old.start_at, old.end_at):
+        raise RuleViolation([Problem("unchanged", "The booking is already at this time.", "start")])
     checked = _check_request(
         session,
         actor=actor,
@@ -769,6 +776,7 @@ def move(
         override=override,
         policy=policy,
         ignore_booking_id=old.id,
+        also=_late_move_problems(session, actor, old),
     )
     # An approved booking stays approved where it moves; a request keeps waiting, unless the
     # new time needs no approval.
@@ -831,8 +839,87 @@ def move(
     return new
 
 
+def _late_move_problems(
+    session: Session, actor: Principal | None, booking: Booking
+) -> list[Problem]:
+    """Its owner may not move a confirmed booking after the cancellation deadline: a move is no
+    cancellation in any metric, so it would shed the late-cancellation charge. Like a
+    cancellation, a move by the facility is its own decision; a manager may also override."""
+    by_manager = actor is not None and booking.user_id != actor.user_id
+    if by_manager or booking.status is not BookingStatus.CONFIRMED:
+        return []
+    instrument = session.get(Instrument, booking.instrument_id)
+    assert instrument is not None
+    hours = instrument.cancellation_deadline_hours
+    if not rules.is_late_cancellation(now(), booking.start_at, hours):
+        return []
+    return [
+        Problem(
+            "move_deadline",
+            f"Less than {hours} hours before its start a booking can no longer be moved; "
+            "cancel it (a late cancellation) or ask the facility.",
+            "start",
+            True,
+        )
+    ]
+
+
+def _receiver_problems(
+    session: Session, booking: Booking, receiver: User, policy: BookingPolicy
+) -> list[Problem]:
+    """What would stop the receiver from booking this time itself: a qualification that does
+    not last to the end, its quotas, a no-show suspension."""
+    instrument = session.get(Instrument, booking.instrument_id)
+    facility = session.get(Facility, booking.facility_id)
+    assert instrument is not None
+    assert facility is not None
+    assert receiver.id is not None
+    problems = []
+    if (
+        booking.operated_by == OperatedBy.SELF
+        and instrument.requires_qualification
+        and instruments.valid_qualification(
+            session, user_id=receiver.id, instrument_id=booking.instrument_id, until=booking.end_at
+        )
+        is None
+    ):
+        problems.append(
+            Problem(
+                "not_qualified",
+                "The colleague is not qualified on this instrument for the whole booking.",
+                "user_id",
+            )
+        )
+    # The booking already counts towards the organisation's quota: left out, then added back.
+    problems += _quota_problems(
+        session,
+        instrument=instrument,
+        facility=facility,
+        user_id=receiver.id,
+        organisation_id=receiver.organisation_id,
+        start=booking.start_at,
+        end=booking.end_at,
+        ignore_booking_id=booking.id,
+    )
+    until = suspension_until(session, user_id=receiver.id, policy=policy)
+    if until is not None:
+        problems.append(
+            Problem(
+                "suspended",
+                f"The colleague's booking rights are suspended until {until.isoformat()}.",
+                "user_id",
+            )
+        )
+    return problems
+
+
 def hand_over(
-    session: Session, *, actor: Principal | None, booking_id: int, to_user_id: int
+    session: Session,
+    *,
+    actor: Principal | None,
+    booking_id: int,
+    to_user_id: int,
+    policy: BookingPolicy,
 ) -> Booking:
     """Give a booking to a colleague of the same organisation (qualified, if self-operated)."""
     booking = visible_booking(session, actor=actor, booking_id=booking_id)
@@ -854,23 +941,13 @@ def hand_over(
                 )
             ]
         )
-    instrument = session.get(Instrument, booking.instrument_id)
-    assert instrument is not None
-    if (
-        booking.operated_by == OperatedBy.SELF
-        and instrument.requires_qualification
-        and instruments.valid_qualification(
-            session, user_id=to_user_id, instrument_id=booking.instrument_id
-        )
-        is None
-    ):
+    if to_user_id == booking.user_id:
         raise RuleViolation(
-            [
-                Problem(
-                    "not_qualified", "The colleague is not qualified on this instrument.", "user_id"
-                )
-            ]
+            [Problem("same_user", "The booking is already this user's.", "user_id")]
         )
+    problems = _receiver_problems(session, booking, colleague, policy)
+    if problems:
+        raise RuleViolation(problems)
     previous = booking.user_id
     _transition(session, booking, "hand_over", BookingStatus(booking.status), user_id=to_user_id)
     record_change(

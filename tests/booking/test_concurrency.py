@@ -307,3 +307,45 @@ def test_a_retry_racing_its_first_attempt_gets_the_same_answer(
     assert len({a.json()["id"] for a in answers}) == 1
     with fresh_database.transaction(write=False) as session:
         assert session.exec(select(func.count()).select_from(Booking)).one() == 1
+
+
+def test_two_requests_racing_under_one_idempotency_key_book_once_and_say_the_key_is_taken(
+    fresh_database: Database, tmp_path: Path
+) -> None:
+    instrument_id = round_the_clock_instrument(fresh_database)
+    token = tokens_for_users(fresh_database, 1)[0]
+    first = (now() + timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+    keys = 12
+    # Under each key two different requests (other hours), sent at the same time.
+    sends = [
+        (f"order-{k}", first + timedelta(hours=2 * k + other))
+        for k in range(keys)
+        for other in (0, 1)
+    ]
+    with served(fresh_database.url, tmp_path / "server.log", workers=2) as base_url:
+
+        def send(plan: tuple[str, datetime]) -> tuple[str, httpx.Response]:
+            key, start = plan
+            body = {
+                "instrument_id": instrument_id,
+                "start": start.isoformat(),
+                "end": (start + timedelta(hours=1)).isoformat(),
+            }
+            return key, httpx.post(
+                f"{base_url}/api/v1/bookings",
+                json=body,
+                timeout=WAIT_S,
+                headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+            )
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(pool.map(send, sends))
+    by_key: dict[str, list[int]] = {}
+    for key, answer in answers:
+        assert answer.status_code in (201, 422), answer.text
+        if answer.status_code == 422:
+            assert answer.json()["errors"][0]["code"] == "idempotency_key_reused"
+        by_key.setdefault(key, []).append(answer.status_code)
+    assert all(sorted(codes) == [201, 422] for codes in by_key.values()), by_key
+    with fresh_database.transaction(write=False) as session:
+        assert session.exec(select(func.count()).select_from(Booking)).one() == keys

@@ -628,6 +628,7 @@ def act(
             actor=lab.researcher,
             booking_id=booking.id or 0,
             to_user_id=lab.colleague.user_id,
+            policy=POLICY,
         ),
     }
     return operations[action]
@@ -751,6 +752,65 @@ def test_a_move_cancels_the_old_booking_and_creates_the_new_one(session: Session
     book(session, lab.colleague, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument)
 
 
+def test_after_the_cancellation_deadline_only_the_facility_moves_a_confirmed_booking(
+    session: Session, lab: Lab
+) -> None:
+    booking = book(
+        session, lab.researcher, "2026-12-01 13:00", "2026-12-01 14:00", instrument=lab.instrument
+    )
+    later = {"start": at("2026-12-08 10:00"), "end": at("2026-12-08 11:00"), "policy": POLICY}
+    with frozen(at("2026-12-01 08:00")):  # 5 hours before: a cancellation would be late
+        with pytest.raises(RuleViolation) as refused:
+            service.move(
+                session, actor=lab.researcher, booking_id=booking.id or 0, override=[], **later
+            )
+        assert [(p.code, p.overridable) for p in refused.value.problems] == [
+            ("move_deadline", True)
+        ]
+        session.refresh(booking)
+        assert (booking.status, booking.version) == (S.CONFIRMED, 0)
+        # The facility may move it (its own decision, like its cancellations).
+        moved = service.move(
+            session, actor=lab.manager, booking_id=booking.id or 0, override=[], **later
+        )
+    assert moved.start_at == at("2026-12-08 10:00")
+    session.refresh(booking)
+    assert (booking.status, booking.late_cancellation) == (S.CANCELLED, False)
+
+
+def test_a_booking_that_has_started_or_is_not_moving_is_not_moved(
+    session: Session, lab: Lab
+) -> None:
+    booking = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 12:00", instrument=lab.instrument
+    )
+    with pytest.raises(RuleViolation) as refused:
+        service.move(
+            session,
+            actor=lab.researcher,
+            booking_id=booking.id or 0,
+            start=at("2026-12-01 10:00"),
+            end=at("2026-12-01 12:00"),
+            override=[],
+            policy=POLICY,
+        )
+    assert codes(refused) == ["unchanged"]
+    with frozen(at("2026-12-01 11:00")), pytest.raises(Conflict) as started:
+        # An hour into the booking, nobody checked in: not a move, a no-show in the making.
+        service.move(
+            session,
+            actor=lab.manager,
+            booking_id=booking.id or 0,
+            start=at("2026-12-09 10:00"),
+            end=at("2026-12-09 12:00"),
+            override=[],
+            policy=POLICY,
+        )
+    assert started.value.code == "started"
+    session.refresh(booking)
+    assert (booking.status, booking.version) == (S.CONFIRMED, 0)
+
+
 def test_a_booking_moves_onto_part_of_its_own_time(session: Session, lab: Lab) -> None:
     buffered = another_instrument(session, lab, buffer_minutes=30)
     old = book(session, lab.researcher, "2026-12-01 10:00", "2026-12-01 12:00", instrument=buffered)
@@ -847,7 +907,11 @@ def test_a_booking_is_handed_over_to_a_qualified_colleague(session: Session, lab
         session, lab.researcher, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
     )
     handed = service.hand_over(
-        session, actor=lab.researcher, booking_id=booking.id or 0, to_user_id=lab.colleague.user_id
+        session,
+        actor=lab.researcher,
+        booking_id=booking.id or 0,
+        to_user_id=lab.colleague.user_id,
+        policy=POLICY,
     )
     assert (handed.user_id, handed.status) == (lab.colleague.user_id, S.CONFIRMED)
     entry = last_audit(session, handed)
@@ -874,9 +938,67 @@ def test_a_booking_is_not_handed_to_an_outsider_or_an_unqualified_colleague(
                 actor=lab.researcher,
                 booking_id=booking.id or 0,
                 to_user_id=to_user.user_id,
+                policy=POLICY,
             )
         assert codes(refused) == [code]
     assert (booking.user_id, booking.version) == (lab.researcher.user_id, 0)
+
+
+def test_a_booking_is_handed_only_to_a_colleague_free_to_book_that_time_itself(
+    session: Session, lab: Lab
+) -> None:
+    limited = another_instrument(session, lab, user_weekly_hours_limit=2)
+    booking = book(
+        session, lab.researcher, "2026-12-01 10:00", "2026-12-01 12:00", instrument=limited
+    )
+
+    def hand_to(receiver: Principal) -> list[str]:
+        with pytest.raises(RuleViolation) as refused:
+            service.hand_over(
+                session,
+                actor=lab.researcher,
+                booking_id=booking.id or 0,
+                to_user_id=receiver.user_id,
+                policy=POLICY,
+            )
+        return codes(refused)
+
+    # Trained, but the training lapses half-way through the booking.
+    lapsing = researcher_of(session, lab.organisation)
+    instruments.grant_qualification(
+        session,
+        actor=None,
+        data=QualificationGrant(
+            user_id=lapsing.user_id,
+            instrument_id=limited.id or 0,
+            expires_at=at("2026-12-01 11:00"),
+        ),
+    )
+    assert hand_to(lapsing) == ["not_qualified"]
+    # Already holding its two hours of the week.
+    book(session, lab.colleague, "2026-12-02 10:00", "2026-12-02 12:00", instrument=limited)
+    assert hand_to(lab.colleague) == ["quota_user_hours"]
+    # Suspended after three no-shows.
+    suspended = researcher_of(session, lab.organisation)
+    qualify(session, suspended.user_id, limited)
+    for day in ("2026-11-09", "2026-11-16", "2026-11-23"):
+        booking_in(session, lab, S.NO_SHOW, at(f"{day} 10:00"), user=suspended)
+    assert hand_to(suspended) == ["suspended"]
+    # And not to the one who holds it already.
+    assert hand_to(lab.researcher) == ["same_user"]
+    session.refresh(booking)
+    assert (booking.user_id, booking.version) == (lab.researcher.user_id, 0)
+    # The organisation's own quota counts the booking once, whoever in it holds the booking.
+    shared = another_instrument(session, lab, organisation_weekly_hours_limit=2)
+    full = book(session, lab.researcher, "2026-12-01 10:00", "2026-12-01 12:00", instrument=shared)
+    handed = service.hand_over(
+        session,
+        actor=lab.researcher,
+        booking_id=full.id or 0,
+        to_user_id=lab.colleague.user_id,
+        policy=POLICY,
+    )
+    assert handed.user_id == lab.colleague.user_id
 
 
 def test_users_without_an_organisation_are_not_colleagues(session: Session, lab: Lab) -> None:
@@ -888,7 +1010,11 @@ def test_users_without_an_organisation_are_not_colleagues(session: Session, lab:
     )
     with pytest.raises(RuleViolation) as refused:
         service.hand_over(
-            session, actor=loner, booking_id=booking.id or 0, to_user_id=stranger.user_id
+            session,
+            actor=loner,
+            booking_id=booking.id or 0,
+            to_user_id=stranger.user_id,
+            policy=POLICY,
         )
     assert codes(refused) == ["not_colleague"]
 

@@ -69,6 +69,31 @@ def policy_of(settings: AppSettings) -> BookingPolicy:
     return BookingPolicy.from_settings(settings)
 
 
+def _earlier_answer(
+    session: Session, user_id: int, idempotency_key: str, request_hash: str
+) -> JSONResponse | None:
+    """The first answer to this key, for a retry of the same request; 422 for another request
+    under a key already used; None for a key not used yet."""
+    earlier = session.exec(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.user_id == user_id, IdempotencyRecord.key == idempotency_key
+        )
+    ).first()
+    if earlier is None:
+        return None
+    if earlier.request_hash != request_hash:
+        raise RuleViolation(
+            [
+                Problem(
+                    "idempotency_key_reused",
+                    "This Idempotency-Key was used for another request.",
+                    "Idempotency-Key",
+                )
+            ]
+        )
+    return JSONResponse(earlier.response, status_code=earlier.status_code)
+
+
 def _request_hash(data: BookingCreate) -> str:
     canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -106,24 +131,9 @@ def _create_booking(
     principal = principal_of_token(request, session, token)
     request_hash = _request_hash(data)
     if idempotency_key:
-        earlier = session.exec(
-            select(IdempotencyRecord).where(
-                IdempotencyRecord.user_id == principal.user_id,
-                IdempotencyRecord.key == idempotency_key,
-            )
-        ).first()
+        earlier = _earlier_answer(session, principal.user_id, idempotency_key, request_hash)
         if earlier is not None:
-            if earlier.request_hash != request_hash:
-                raise RuleViolation(
-                    [
-                        Problem(
-                            "idempotency_key_reused",
-                            "This Idempotency-Key was used for another request.",
-                            "Idempotency-Key",
-                        )
-                    ]
-                )
-            return JSONResponse(earlier.response, status_code=earlier.status_code)
+            return earlier
 
     def work() -> BookingRead:
         booking = service.create_booking(
@@ -148,17 +158,13 @@ def _create_booking(
     except (DomainError, IntegrityError):
         if not idempotency_key:
             raise
-        # A retry that raced its first attempt: once that one committed, answer what it got.
+        # A retry that raced its first attempt: once that one committed, answer what it got
+        # (or, for another request under the same key, that the key is taken).
         session.rollback()
-        earlier = session.exec(
-            select(IdempotencyRecord).where(
-                IdempotencyRecord.user_id == principal.user_id,
-                IdempotencyRecord.key == idempotency_key,
-            )
-        ).first()
-        if earlier is None or earlier.request_hash != request_hash:
+        earlier = _earlier_answer(session, principal.user_id, idempotency_key, request_hash)
+        if earlier is None:
             raise
-        return JSONResponse(earlier.response, status_code=earlier.status_code)
+        return earlier
     # The hot path: serialized once, not validated again against the response model.
     return Response(
         content=created.model_dump_json(),
@@ -260,10 +266,22 @@ def move(
 
 @router.post("/bookings/{booking_id}/hand-over", response_model=BookingRead)
 def hand_over(
-    booking_id: int, data: HandOver, principal: ApiPrincipal, session: DbSession
+    booking_id: int,
+    data: HandOver,
+    principal: ApiPrincipal,
+    session: DbSession,
+    settings: AppSettings,
 ) -> BookingRead:
+    """Give the booking to a colleague of the same organisation, who must be free to book the
+    time itself: qualified to its end, within its quotas, not suspended (422 otherwise)."""
     return booking_read(
-        service.hand_over(session, actor=principal, booking_id=booking_id, to_user_id=data.user_id)
+        service.hand_over(
+            session,
+            actor=principal,
+            booking_id=booking_id,
+            to_user_id=data.user_id,
+            policy=policy_of(settings),
+        )
     )
 
 

@@ -172,12 +172,26 @@ PROBLEM_MESSAGES = {
     "too_long_text": N_("The text is too long."),
     "form_reused": N_("This form was already sent. Reload the page and try again."),
     "request_expired": N_("The request has expired."),
+    "move_deadline": N_(
+        "Too close to the start to move the booking: cancel it (a late cancellation) or ask "
+        "the facility."
+    ),
+    "started": N_("The booking has started and can no longer be moved."),
+    "unchanged": N_("The booking is already at this time."),
+    "same_user": N_("The booking is already this colleague's."),
 }
 
 # The same rule read from the other side: handing over, it is the colleague who needs it.
 HAND_OVER_MESSAGES = {
     **PROBLEM_MESSAGES,
     "not_qualified": N_("Your colleague is not qualified on this instrument."),
+    "quota_user_hours": N_(
+        "Your colleague already holds the hours allowed a week on this instrument."
+    ),
+    "quota_future_bookings": N_(
+        "Your colleague holds as many upcoming bookings on this instrument as allowed."
+    ),
+    "suspended": N_("Your colleague's booking rights are suspended after repeated no-shows."),
 }
 
 # --- Helpers shared by the pages -----------------------------------------------------------
@@ -623,7 +637,13 @@ def hand_over(
     def work() -> str:
         # An unknown address gets the same answer as a stranger's: who is registered stays private.
         colleague_id = queries.active_user_id_by_email(session, email) or 0
-        service.hand_over(session, actor=principal, booking_id=booking_id, to_user_id=colleague_id)
+        service.hand_over(
+            session,
+            actor=principal,
+            booking_id=booking_id,
+            to_user_id=colleague_id,
+            policy=BookingPolicy.from_settings(settings),
+        )
         return "/my/bookings?handed_over=1"
 
     return _act_on_booking(
