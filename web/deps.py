@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -65,6 +65,11 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
 
 
 DbSession = Annotated[Session, Depends(db_session)]
+
+# The largest id a database integer column holds: a larger one names no object, and is refused
+# (422, naming the parameter) before any query, alike on SQLite and PostgreSQL.
+MAX_ID = 2**31 - 1
+ObjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 
 

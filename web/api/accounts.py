@@ -27,7 +27,7 @@ from core.errors import NotFound
 from core.places import Cluster
 from core.types import UTCDateTimeIn
 from web.api.schemas import Paginated
-from web.deps import ApiPrincipal, DbSession, Pagination
+from web.deps import ApiPrincipal, DbSession, ObjectId, Pagination
 from web.routing import TransactionalRoute
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"], route_class=TransactionalRoute)
@@ -68,7 +68,7 @@ def list_organisations(
 
 @router.get("/organisations/{organisation_id}", response_model=OrganisationRead)
 def get_organisation(
-    organisation_id: int, principal: ApiPrincipal, session: DbSession
+    organisation_id: ObjectId, principal: ApiPrincipal, session: DbSession
 ) -> OrganisationRead:
     organisation = service.get_organisation(session, organisation_id)
     return OrganisationRead.model_validate(organisation, from_attributes=True)
@@ -85,7 +85,7 @@ def create_organisation(
 
 @router.patch("/organisations/{organisation_id}", response_model=OrganisationRead)
 def update_organisation(
-    organisation_id: int, data: OrganisationUpdate, principal: ApiPrincipal, session: DbSession
+    organisation_id: ObjectId, data: OrganisationUpdate, principal: ApiPrincipal, session: DbSession
 ) -> OrganisationRead:
     principal.require_admin("change organisations")
     organisation = service.update_organisation(
@@ -122,7 +122,7 @@ def create_user(data: UserCreate, principal: ApiPrincipal, session: DbSession) -
 
 
 @router.get("/users/{user_id}", response_model=UserRead)
-def get_user(user_id: int, principal: ApiPrincipal, session: DbSession) -> UserRead:
+def get_user(user_id: ObjectId, principal: ApiPrincipal, session: DbSession) -> UserRead:
     if not principal.is_admin and user_id != principal.user_id:
         raise NotFound("User")
     user = service.get_user(session, user_id)
@@ -132,7 +132,7 @@ def get_user(user_id: int, principal: ApiPrincipal, session: DbSession) -> UserR
 
 @router.patch("/users/{user_id}", response_model=UserRead)
 def update_user(
-    user_id: int, data: UserUpdate, principal: ApiPrincipal, session: DbSession
+    user_id: ObjectId, data: UserUpdate, principal: ApiPrincipal, session: DbSession
 ) -> UserRead:
     principal.require_admin("change users")
     user = service.update_user(session, actor_id=principal.user_id, user_id=user_id, data=data)
@@ -146,7 +146,7 @@ class PasswordSet(StrictModel):
 
 @router.post("/users/{user_id}/password", status_code=status.HTTP_204_NO_CONTENT)
 def set_password(
-    user_id: int, data: PasswordSet, principal: ApiPrincipal, session: DbSession
+    user_id: ObjectId, data: PasswordSet, principal: ApiPrincipal, session: DbSession
 ) -> Response:
     principal.require_admin("set other users' passwords")
     service.set_password(
@@ -157,7 +157,7 @@ def set_password(
 
 @router.post("/users/{user_id}/roles", response_model=RoleRead, status_code=status.HTTP_201_CREATED)
 def grant_role(
-    user_id: int, data: RoleGrant, principal: ApiPrincipal, session: DbSession
+    user_id: ObjectId, data: RoleGrant, principal: ApiPrincipal, session: DbSession
 ) -> RoleRead:
     principal.require_admin("grant roles")
     assignment = service.grant_role(
@@ -168,7 +168,7 @@ def grant_role(
 
 @router.delete("/users/{user_id}/roles/{assignment_id}", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_role(
-    user_id: int, assignment_id: int, principal: ApiPrincipal, session: DbSession
+    user_id: ObjectId, assignment_id: ObjectId, principal: ApiPrincipal, session: DbSession
 ) -> Response:
     principal.require_admin("revoke roles")
     service.revoke_role(

@@ -16,7 +16,7 @@ from core.auth import service as auth
 from core.db import Database
 from core.errors import NotAuthenticated
 from core.types import UTCDateTimeIn
-from web.deps import ApiPrincipal, AppSettings, DbSession, bearer_token, get_database
+from web.deps import ApiPrincipal, AppSettings, DbSession, ObjectId, bearer_token, get_database
 from web.routing import TransactionalRoute
 
 router = APIRouter(prefix="/api/v1", tags=["auth"], route_class=TransactionalRoute)
@@ -111,7 +111,9 @@ def create_personal_token(
 
 
 @router.delete("/auth/personal-tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_personal_token(token_id: int, principal: ApiPrincipal, session: DbSession) -> Response:
+def revoke_personal_token(
+    token_id: ObjectId, principal: ApiPrincipal, session: DbSession
+) -> Response:
     auth.revoke_personal_token(session, user_id=principal.user_id, token_id=token_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -47,6 +47,7 @@ from web.deps import (
     AppSettings,
     BearerToken,
     DbSession,
+    ObjectId,
     OptionalApiPrincipal,
     Pagination,
     principal_of_token,
@@ -208,20 +209,23 @@ def list_bookings(
 
 
 @router.get("/bookings/{booking_id}", response_model=BookingRead)
-def get_booking(booking_id: int, principal: ApiPrincipal, session: DbSession) -> BookingRead:
+def get_booking(booking_id: ObjectId, principal: ApiPrincipal, session: DbSession) -> BookingRead:
     return booking_read(service.visible_booking(session, actor=principal, booking_id=booking_id))
 
 
 @router.post("/bookings/{booking_id}/approve", response_model=BookingRead)
 def approve(
-    booking_id: int, principal: ApiPrincipal, session: DbSession, body: StrictModel | None = None
+    booking_id: ObjectId,
+    principal: ApiPrincipal,
+    session: DbSession,
+    body: StrictModel | None = None,
 ) -> BookingRead:
     return booking_read(service.approve(session, actor=principal, booking_id=booking_id))
 
 
 @router.post("/bookings/{booking_id}/reject", response_model=BookingRead)
 def reject(
-    booking_id: int, data: Reason, principal: ApiPrincipal, session: DbSession
+    booking_id: ObjectId, data: Reason, principal: ApiPrincipal, session: DbSession
 ) -> BookingRead:
     return booking_read(
         service.reject(session, actor=principal, booking_id=booking_id, reason=data.reason)
@@ -230,7 +234,10 @@ def reject(
 
 @router.post("/bookings/{booking_id}/cancel", response_model=BookingRead)
 def cancel(
-    booking_id: int, principal: ApiPrincipal, session: DbSession, data: OptionalReason | None = None
+    booking_id: ObjectId,
+    principal: ApiPrincipal,
+    session: DbSession,
+    data: OptionalReason | None = None,
 ) -> BookingRead:
     return booking_read(
         service.cancel(
@@ -241,7 +248,7 @@ def cancel(
 
 @router.post("/bookings/{booking_id}/move", response_model=BookingRead, status_code=201)
 def move(
-    booking_id: int,
+    booking_id: ObjectId,
     data: BookingMove,
     principal: ApiPrincipal,
     session: DbSession,
@@ -266,7 +273,7 @@ def move(
 
 @router.post("/bookings/{booking_id}/hand-over", response_model=BookingRead)
 def hand_over(
-    booking_id: int,
+    booking_id: ObjectId,
     data: HandOver,
     principal: ApiPrincipal,
     session: DbSession,
@@ -287,7 +294,7 @@ def hand_over(
 
 @router.post("/bookings/{booking_id}/check-in", response_model=BookingRead)
 def check_in(
-    booking_id: int, principal: ApiPrincipal, session: DbSession, settings: AppSettings
+    booking_id: ObjectId, principal: ApiPrincipal, session: DbSession, settings: AppSettings
 ) -> BookingRead:
     return booking_read(
         service.check_in(
@@ -298,7 +305,7 @@ def check_in(
 
 @router.post("/bookings/{booking_id}/check-out", response_model=UsageRecordRead)
 def check_out(
-    booking_id: int, principal: ApiPrincipal, session: DbSession, data: CheckOut | None = None
+    booking_id: ObjectId, principal: ApiPrincipal, session: DbSession, data: CheckOut | None = None
 ) -> UsageRecordRead:
     usage = service.check_out(
         session, actor=principal, booking_id=booking_id, samples=data.samples if data else None
@@ -308,7 +315,7 @@ def check_out(
 
 @router.post("/instruments/{instrument_id}/check-in", response_model=BookingRead)
 def check_in_at_instrument(
-    instrument_id: int, principal: ApiPrincipal, session: DbSession, settings: AppSettings
+    instrument_id: ObjectId, principal: ApiPrincipal, session: DbSession, settings: AppSettings
 ) -> BookingRead:
     """What the instrument's QR code opens: check in to your booking on it that is due now."""
     catalogue.instrument_with_facility(session, instrument_id)  # 404 for a missing instrument
@@ -387,7 +394,7 @@ def bulk_reject(
 
 @router.get("/instruments/{instrument_id}/availability", response_model=Availability)
 def availability(
-    instrument_id: int,
+    instrument_id: ObjectId,
     start: UTCDateTimeIn,
     end: UTCDateTimeIn,
     request: Request,
@@ -485,7 +492,7 @@ def record_walk_in(
 
 @router.patch("/usage-records/{usage_id}", response_model=UsageRecordRead)
 def correct_usage(
-    usage_id: int, data: UsageRecordCorrection, principal: ApiPrincipal, session: DbSession
+    usage_id: ObjectId, data: UsageRecordCorrection, principal: ApiPrincipal, session: DbSession
 ) -> UsageRecordRead:
     usage = service.correct_usage(session, actor=principal, usage_id=usage_id, data=data)
     return UsageRecordRead.model_validate(usage, from_attributes=True)

@@ -17,7 +17,7 @@ from notifications import feeds
 from notifications.models import CalendarFeed
 from notifications.schemas import CalendarFeedCreate, CalendarFeedRead
 from web.api.schemas import Paginated
-from web.deps import ApiPrincipal, AppSettings, DbSession
+from web.deps import ApiPrincipal, AppSettings, DbSession, ObjectId
 from web.routing import TransactionalRoute
 
 router = APIRouter(tags=["calendar"], route_class=TransactionalRoute)
@@ -117,7 +117,9 @@ def list_calendar_feeds(principal: ApiPrincipal, session: DbSession, settings: A
 
 
 @router.delete("/api/v1/calendar-feeds/{feed_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_calendar_feed(feed_id: int, principal: ApiPrincipal, session: DbSession) -> Response:
+def revoke_calendar_feed(
+    feed_id: ObjectId, principal: ApiPrincipal, session: DbSession
+) -> Response:
     """Turn a feed off; its link answers 404 from now on."""
     feeds.revoke_feed(session, actor=principal, feed_id=feed_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -125,7 +127,7 @@ def revoke_calendar_feed(feed_id: int, principal: ApiPrincipal, session: DbSessi
 
 @router.post("/api/v1/calendar-feeds/{feed_id}/regenerate", response_model=CalendarFeedRead)
 def regenerate_calendar_feed(
-    feed_id: int, principal: ApiPrincipal, session: DbSession, settings: AppSettings
+    feed_id: ObjectId, principal: ApiPrincipal, session: DbSession, settings: AppSettings
 ) -> Any:
     """A new link for the feed; the old one answers 404 from now on."""
     feed = feeds.regenerate_feed(session, actor=principal, feed_id=feed_id)

@@ -50,7 +50,14 @@ from instruments.schemas import (
     TestingServiceUpdate,
 )
 from web.api.schemas import Paginated
-from web.deps import ApiPrincipal, AppSettings, DbSession, OptionalApiPrincipal, Pagination
+from web.deps import (
+    ApiPrincipal,
+    AppSettings,
+    DbSession,
+    ObjectId,
+    OptionalApiPrincipal,
+    Pagination,
+)
 from web.routing import TransactionalRoute
 
 router = APIRouter(prefix="/api/v1", tags=["catalogue"], route_class=TransactionalRoute)
@@ -172,7 +179,7 @@ def search_instruments(
 
 @router.get("/instruments/{instrument_id}", response_model=InstrumentRead)
 def get_instrument(
-    instrument_id: int, request: Request, principal: OptionalApiPrincipal, session: DbSession
+    instrument_id: ObjectId, request: Request, principal: OptionalApiPrincipal, session: DbSession
 ) -> InstrumentRead:
     catalogue_reader(principal, request)
     instrument, facility = queries.instrument_with_facility(session, instrument_id)
@@ -184,7 +191,7 @@ _OPEN_INTERVALS_JSON = TypeAdapter(dict[str, list[dict[str, datetime]]])
 
 @router.get("/instruments/{instrument_id}/open-intervals", response_model=OpenIntervals)
 def open_intervals(
-    instrument_id: int,
+    instrument_id: ObjectId,
     start: UTCDateTimeIn,
     end: UTCDateTimeIn,
     request: Request,
@@ -213,7 +220,7 @@ def create_instrument(
 
 @router.patch("/instruments/{instrument_id}", response_model=InstrumentRead)
 def update_instrument(
-    instrument_id: int, data: InstrumentUpdate, principal: ApiPrincipal, session: DbSession
+    instrument_id: ObjectId, data: InstrumentUpdate, principal: ApiPrincipal, session: DbSession
 ) -> InstrumentRead:
     instrument = service.update_instrument(
         session, actor=principal, instrument_id=instrument_id, data=data
@@ -224,7 +231,7 @@ def update_instrument(
 
 @router.post("/instruments/{instrument_id}/retire", response_model=InstrumentRead)
 def retire_instrument(
-    instrument_id: int, principal: ApiPrincipal, session: DbSession
+    instrument_id: ObjectId, principal: ApiPrincipal, session: DbSession
 ) -> InstrumentRead:
     instrument = service.retire_instrument(session, actor=principal, instrument_id=instrument_id)
     facility = queries.get_facility(session, instrument.facility_id)
@@ -266,7 +273,7 @@ def list_facilities(
 
 @router.get("/facilities/{facility_id}", response_model=FacilityRead)
 def get_facility(
-    facility_id: int, request: Request, principal: OptionalApiPrincipal, session: DbSession
+    facility_id: ObjectId, request: Request, principal: OptionalApiPrincipal, session: DbSession
 ) -> FacilityRead:
     catalogue_reader(principal, request)
     facility = queries.get_facility(session, facility_id)
@@ -285,7 +292,7 @@ def create_facility(
 
 @router.patch("/facilities/{facility_id}", response_model=FacilityRead)
 def update_facility(
-    facility_id: int, data: FacilityUpdate, principal: ApiPrincipal, session: DbSession
+    facility_id: ObjectId, data: FacilityUpdate, principal: ApiPrincipal, session: DbSession
 ) -> FacilityRead:
     facility = service.update_facility(session, actor=principal, facility_id=facility_id, data=data)
     spans = queries.opening_spans_by_facility(session, [facility_id])
@@ -294,7 +301,7 @@ def update_facility(
 
 @router.put("/facilities/{facility_id}/opening-hours", response_model=FacilityRead)
 def set_opening_hours(
-    facility_id: int, spans: list[OpeningSpanIn], principal: ApiPrincipal, session: DbSession
+    facility_id: ObjectId, spans: list[OpeningSpanIn], principal: ApiPrincipal, session: DbSession
 ) -> FacilityRead:
     """Replace the weekly opening hours (local times of the facility's zone)."""
     service.set_opening_hours(session, actor=principal, facility_id=facility_id, spans=spans)
@@ -305,7 +312,7 @@ def set_opening_hours(
 
 @router.get("/facilities/{facility_id}/closures", response_model=list[ClosureRead])
 def list_closures(
-    facility_id: int, request: Request, principal: OptionalApiPrincipal, session: DbSession
+    facility_id: ObjectId, request: Request, principal: OptionalApiPrincipal, session: DbSession
 ) -> list[ClosureRead]:
     catalogue_reader(principal, request)
     queries.get_facility(session, facility_id)
@@ -321,7 +328,7 @@ def list_closures(
     status_code=status.HTTP_201_CREATED,
 )
 def add_closure(
-    facility_id: int, data: ClosureIn, principal: ApiPrincipal, session: DbSession
+    facility_id: ObjectId, data: ClosureIn, principal: ApiPrincipal, session: DbSession
 ) -> ClosureRead:
     closure = service.add_closure(session, actor=principal, facility_id=facility_id, data=data)
     return ClosureRead.model_validate(closure, from_attributes=True)
@@ -329,7 +336,7 @@ def add_closure(
 
 @router.delete("/facilities/{facility_id}/closures/{closure_id}", status_code=204)
 def remove_closure(
-    facility_id: int, closure_id: int, principal: ApiPrincipal, session: DbSession
+    facility_id: ObjectId, closure_id: ObjectId, principal: ApiPrincipal, session: DbSession
 ) -> Response:
     service.remove_closure(session, actor=principal, closure_id=closure_id)
     return Response(status_code=204)
@@ -345,7 +352,7 @@ class ManagerAdd(StrictModel):
     status_code=status.HTTP_201_CREATED,
 )
 def add_manager(
-    facility_id: int, data: ManagerAdd, principal: ApiPrincipal, session: DbSession
+    facility_id: ObjectId, data: ManagerAdd, principal: ApiPrincipal, session: DbSession
 ) -> RoleRead:
     """Make a user a lab manager of this facility (admins)."""
     assignment = service.add_manager(
@@ -395,7 +402,7 @@ def create_testing_service(
 
 @router.patch("/testing-services/{service_id}", response_model=TestingServiceRead)
 def update_testing_service(
-    service_id: int, data: TestingServiceUpdate, principal: ApiPrincipal, session: DbSession
+    service_id: ObjectId, data: TestingServiceUpdate, principal: ApiPrincipal, session: DbSession
 ) -> TestingServiceRead:
     updated = service.update_testing_service(
         session, actor=principal, service_id=service_id, data=data
@@ -462,7 +469,7 @@ def create_outage(
 
 
 @router.delete("/outages/{outage_id}", status_code=204)
-def delete_outage(outage_id: int, principal: ApiPrincipal, session: DbSession) -> Response:
+def delete_outage(outage_id: ObjectId, principal: ApiPrincipal, session: DbSession) -> Response:
     service.delete_outage(session, actor=principal, outage_id=outage_id)
     return Response(status_code=204)
 
@@ -520,7 +527,10 @@ class RevokeIn(StrictModel):
 
 @router.post("/qualifications/{qualification_id}/revoke", response_model=QualificationRead)
 def revoke_qualification(
-    qualification_id: int, principal: ApiPrincipal, session: DbSession, data: RevokeIn | None = None
+    qualification_id: ObjectId,
+    principal: ApiPrincipal,
+    session: DbSession,
+    data: RevokeIn | None = None,
 ) -> QualificationRead:
     qualification = service.revoke_qualification(
         session,

@@ -24,7 +24,7 @@ from notifications.models import (
     WebhookEndpoint,
 )
 from web.api.schemas import Paginated
-from web.deps import ApiPrincipal, AppSettings, DbSession, Pagination
+from web.deps import ApiPrincipal, AppSettings, DbSession, ObjectId, Pagination
 from web.routing import TransactionalRoute
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"], route_class=TransactionalRoute)
@@ -70,7 +70,7 @@ def my_notifications(
 
 
 @router.post("/notifications/{notification_id}/read", status_code=204)
-def read_one(notification_id: int, principal: ApiPrincipal, session: DbSession) -> Response:
+def read_one(notification_id: ObjectId, principal: ApiPrincipal, session: DbSession) -> Response:
     notifications.mark_read(session, user_id=principal.user_id, notification_id=notification_id)
     return Response(status_code=204)
 
@@ -163,7 +163,7 @@ def create_webhook(
 
 
 @router.delete("/webhooks/{endpoint_id}", status_code=204)
-def delete_webhook(endpoint_id: int, principal: ApiPrincipal, session: DbSession) -> Response:
+def delete_webhook(endpoint_id: ObjectId, principal: ApiPrincipal, session: DbSession) -> Response:
     endpoint = session.get(WebhookEndpoint, endpoint_id)
     facility_id = endpoint.facility_id if endpoint else 0
     instruments.managed_facility(
@@ -209,7 +209,9 @@ def list_deliveries(
 
 
 @router.post("/admin/deliveries/{delivery_id}/retry", response_model=DeliveryRead, tags=["admin"])
-def retry_delivery(delivery_id: int, principal: ApiPrincipal, session: DbSession) -> DeliveryRead:
+def retry_delivery(
+    delivery_id: ObjectId, principal: ApiPrincipal, session: DbSession
+) -> DeliveryRead:
     principal.require_admin("retry deliveries")
     delivery = notifications.retry_failed(
         session, actor_id=principal.user_id, delivery_id=delivery_id

@@ -18,7 +18,7 @@ from core.types import UTCDateTimeIn
 from instruments import service as instruments
 from instruments.models import Outage
 from web.api.bookings import booking_read, policy_of
-from web.deps import ApiPrincipal, AppSettings, DbSession
+from web.deps import ApiPrincipal, AppSettings, DbSession, ObjectId
 from web.retry import commit_with_retries
 from web.routing import TransactionalRoute
 
@@ -60,7 +60,10 @@ def create_series(
 
 @router.post("/bookings/{booking_id}/cancel-rest-of-series", response_model=list[BookingRead])
 def cancel_rest_of_series(
-    booking_id: int, principal: ApiPrincipal, session: DbSession, data: OptionalReason | None = None
+    booking_id: ObjectId,
+    principal: ApiPrincipal,
+    session: DbSession,
+    data: OptionalReason | None = None,
 ) -> list[BookingRead]:
     """Cancel this occurrence and every later one of its series."""
     cancelled = series.cancel_rest_of_series(
@@ -103,7 +106,7 @@ def my_waitlist(principal: ApiPrincipal, session: DbSession) -> list[WaitlistRea
 
 
 @router.delete("/waitlist/{entry_id}", status_code=204)
-def leave_waitlist(entry_id: int, principal: ApiPrincipal, session: DbSession) -> Response:
+def leave_waitlist(entry_id: ObjectId, principal: ApiPrincipal, session: DbSession) -> Response:
     waitlist.leave(session, actor=principal, entry_id=entry_id)
     return Response(status_code=204)
 
@@ -114,7 +117,7 @@ class OfferAcceptance(StrictModel):
 
 @router.post("/bookings/{booking_id}/accept-offer", response_model=BookingRead)
 def accept_offer(
-    booking_id: int,
+    booking_id: ObjectId,
     principal: ApiPrincipal,
     session: DbSession,
     data: OfferAcceptance | None = None,
@@ -135,7 +138,7 @@ class OutageBookingsAction(StrictModel):
 
 @router.get("/outages/{outage_id}/bookings", response_model=list[BookingRead])
 def outage_bookings(
-    outage_id: int, principal: ApiPrincipal, session: DbSession
+    outage_id: ObjectId, principal: ApiPrincipal, session: DbSession
 ) -> list[BookingRead]:
     """The held bookings an outage falls on (lab managers of the facility)."""
     outage = instruments_outage(session, principal, outage_id)
@@ -144,7 +147,7 @@ def outage_bookings(
 
 @router.post("/outages/{outage_id}/bookings", response_model=list[BookingRead])
 def act_on_outage_bookings(
-    outage_id: int, data: OutageBookingsAction, principal: ApiPrincipal, session: DbSession
+    outage_id: ObjectId, data: OutageBookingsAction, principal: ApiPrincipal, session: DbSession
 ) -> list[BookingRead]:
     """Flag or cancel (with the outage as the reason) the bookings an outage falls on."""
     outage = instruments_outage(session, principal, outage_id)

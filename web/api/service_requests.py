@@ -16,7 +16,7 @@ from booking.requests import ServiceRequestCreate
 from booking.schemas import OptionalReason, Reason
 from core.accounts.schemas import StrictModel
 from web.api.schemas import Paginated
-from web.deps import ApiPrincipal, AppSettings, DbSession, Pagination
+from web.deps import ApiPrincipal, AppSettings, DbSession, ObjectId, Pagination
 from web.retry import commit_with_retries
 from web.routing import TransactionalRoute
 
@@ -85,7 +85,9 @@ def list_requests(
 
 
 @router.get("/service-requests/{request_id}", response_model=ServiceRequestRead)
-def get_request(request_id: int, principal: ApiPrincipal, session: DbSession) -> ServiceRequestRead:
+def get_request(
+    request_id: ObjectId, principal: ApiPrincipal, session: DbSession
+) -> ServiceRequestRead:
     return read(requests.visible_request(session, actor=principal, request_id=request_id))
 
 
@@ -95,7 +97,10 @@ class Acceptance(StrictModel):
 
 @router.post("/service-requests/{request_id}/accept", response_model=ServiceRequestRead)
 def accept(
-    request_id: int, principal: ApiPrincipal, session: DbSession, data: Acceptance | None = None
+    request_id: ObjectId,
+    principal: ApiPrincipal,
+    session: DbSession,
+    data: Acceptance | None = None,
 ) -> ServiceRequestRead:
     """Accept against the service's daily sample capacity (409 when the day is full)."""
     return commit_with_retries(
@@ -110,7 +115,7 @@ def accept(
 
 @router.post("/service-requests/{request_id}/reject", response_model=ServiceRequestRead)
 def reject(
-    request_id: int, data: Reason, principal: ApiPrincipal, session: DbSession
+    request_id: ObjectId, data: Reason, principal: ApiPrincipal, session: DbSession
 ) -> ServiceRequestRead:
     return read(
         requests.reject(session, actor=principal, request_id=request_id, reason=data.reason)
@@ -119,7 +124,10 @@ def reject(
 
 @router.post("/service-requests/{request_id}/cancel", response_model=ServiceRequestRead)
 def cancel(
-    request_id: int, principal: ApiPrincipal, session: DbSession, data: OptionalReason | None = None
+    request_id: ObjectId,
+    principal: ApiPrincipal,
+    session: DbSession,
+    data: OptionalReason | None = None,
 ) -> ServiceRequestRead:
     return read(
         requests.cancel(
@@ -129,12 +137,14 @@ def cancel(
 
 
 @router.post("/service-requests/{request_id}/start", response_model=ServiceRequestRead)
-def start(request_id: int, principal: ApiPrincipal, session: DbSession) -> ServiceRequestRead:
+def start(request_id: ObjectId, principal: ApiPrincipal, session: DbSession) -> ServiceRequestRead:
     return read(requests.start(session, actor=principal, request_id=request_id))
 
 
 @router.post("/service-requests/{request_id}/complete", response_model=ServiceRequestRead)
-def complete(request_id: int, principal: ApiPrincipal, session: DbSession) -> ServiceRequestRead:
+def complete(
+    request_id: ObjectId, principal: ApiPrincipal, session: DbSession
+) -> ServiceRequestRead:
     return read(requests.complete(session, actor=principal, request_id=request_id))
 
 
@@ -144,7 +154,7 @@ def complete(request_id: int, principal: ApiPrincipal, session: DbSession) -> Se
     status_code=status.HTTP_201_CREATED,
 )
 def upload(
-    request_id: int,
+    request_id: ObjectId,
     principal: ApiPrincipal,
     session: DbSession,
     settings: AppSettings,
@@ -166,7 +176,7 @@ def upload(
 
 
 @router.get("/service-requests/{request_id}/files", response_model=list[FileRead])
-def list_files(request_id: int, principal: ApiPrincipal, session: DbSession) -> list[FileRead]:
+def list_files(request_id: ObjectId, principal: ApiPrincipal, session: DbSession) -> list[FileRead]:
     return [
         FileRead.model_validate(f, from_attributes=True)
         for f in requests.files_of(session, actor=principal, request_id=request_id)
@@ -175,7 +185,7 @@ def list_files(request_id: int, principal: ApiPrincipal, session: DbSession) -> 
 
 @router.get("/service-requests/{request_id}/files/{file_id}")
 def download(
-    request_id: int, file_id: int, principal: ApiPrincipal, session: DbSession
+    request_id: ObjectId, file_id: ObjectId, principal: ApiPrincipal, session: DbSession
 ) -> Response:
     """The file itself: only for the requester and the facility's managers."""
     stored = requests.read_file(session, actor=principal, request_id=request_id, file_id=file_id)

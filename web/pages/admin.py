@@ -37,10 +37,10 @@ from core.places import DISTRICTS, Cluster, cluster_for_district
 from instruments import queries as instrument_queries
 from notifications import service as notifications
 from notifications.models import Delivery, DeliveryStatus
-from web.deps import DbSession
+from web.deps import DbSession, ObjectId
 from web.i18n import LOCALE_NAMES
 from web.messages import N_
-from web.pages.deps import CsrfChecked, ObjectId, PagePrincipal, parse_id
+from web.pages.deps import CsrfChecked, PagePrincipal, parse_id
 from web.pages.form_keys import answered, claim_form, form_action, new_form_key, unclaim
 from web.routing import TransactionalRoute
 from web.templating import render

@@ -6,12 +6,12 @@ from datetime import date
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import Depends, Form, Path, Request
+from fastapi import Depends, Form, Request
 
 from core.auth.principal import Principal, load_principal
 from core.errors import DomainError, Problem
 from web import csrf
-from web.deps import DbSession, PageSession, page_session
+from web.deps import MAX_ID, DbSession, PageSession, page_session
 from web.messages import N_
 
 
@@ -94,11 +94,6 @@ def errors_by_field(exc: DomainError) -> dict[str, str | list[str]]:
     if general:
         errors[""] = general
     return errors
-
-
-# The largest id a database integer column holds: a larger one names no object.
-MAX_ID = 2**31 - 1
-ObjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def parse_id(text: str | None) -> int | None:

@@ -25,16 +25,9 @@ from core.auth.principal import Principal
 from core.errors import DomainError, NotFound, Problem
 from instruments import queries as catalogue
 from instruments import service as instruments
-from web.deps import AppSettings, DbSession
+from web.deps import MAX_ID, AppSettings, DbSession, ObjectId
 from web.messages import N_
-from web.pages.deps import (
-    MAX_ID,
-    CsrfChecked,
-    ObjectId,
-    OptionalPagePrincipal,
-    PagePrincipal,
-    parse_samples,
-)
+from web.pages.deps import CsrfChecked, OptionalPagePrincipal, PagePrincipal, parse_samples
 from web.pages.manage import (
     PAGE_SIZE,
     STATUS_LABELS,

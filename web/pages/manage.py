@@ -29,13 +29,11 @@ from core.errors import DomainError, NotFound, PermissionDenied, Problem, RuleVi
 from instruments import queries as catalogue
 from instruments import service as instruments
 from instruments.models import Facility, Instrument
-from web.deps import AppSettings, DbSession
+from web.deps import MAX_ID, AppSettings, DbSession, ObjectId
 from web.i18n import gettext
 from web.messages import N_
 from web.pages.deps import (
-    MAX_ID,
     CsrfChecked,
-    ObjectId,
     PagePrincipal,
     errors_by_field,
     parse_samples,

@@ -62,16 +62,9 @@ from instruments.schemas import (
     TestingServiceCreate,
     TestingServiceUpdate,
 )
-from web.deps import AppSettings, DbSession
+from web.deps import AppSettings, DbSession, ObjectId
 from web.messages import N_
-from web.pages.deps import (
-    CsrfChecked,
-    ObjectId,
-    PagePrincipal,
-    errors_by_field,
-    parse_id,
-    within_calendar,
-)
+from web.pages.deps import CsrfChecked, PagePrincipal, errors_by_field, parse_id, within_calendar
 from web.pages.form_keys import answered, claim_form, form_action, new_form_key
 from web.retry import commit_with_retries
 from web.routing import TransactionalRoute

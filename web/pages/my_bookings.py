@@ -34,14 +34,12 @@ from instruments import queries as catalogue
 from instruments.rules import OutageKind
 from notifications import feeds
 from notifications.models import FeedKind
-from web.deps import AppSettings, DbSession
+from web.deps import MAX_ID, AppSettings, DbSession, ObjectId
 from web.messages import N_
 from web.pages.deps import (
     EARLIEST_YEAR,
     LATEST_YEAR,
-    MAX_ID,
     CsrfChecked,
-    ObjectId,
     PagePrincipal,
     parse_id,
     parse_samples,
