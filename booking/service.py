@@ -27,7 +27,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, func, select
 
 from booking import rules
-from booking.models import Booking, UsageRecord
+from booking.models import Booking, UsageRecord, WaitlistEntry, WaitlistStatus
 from booking.rules import HELD_STATUSES, BookingStatus, OperatedBy
 from booking.schemas import BookingCreate, UsageRecordCorrection, UsageRecordCreate
 from core import audit, events
@@ -422,7 +422,7 @@ class _Checked:
     overridden: list[str]
 
 
-def _check_request(
+def check_request(
     session: Session,
     *,
     actor: Principal | None,
@@ -617,7 +617,7 @@ def create_booking(
             raise PermissionDenied("Only a lab manager of the facility books for other users.")
     if rate_limited and actor is not None and not actor.managed_facility_ids and not actor.is_admin:
         check_rate(session, user_id=actor.user_id, policy=policy)
-    checked = _check_request(
+    checked = check_request(
         session,
         actor=actor,
         instrument_id=data.instrument_id,
@@ -722,6 +722,7 @@ def cancel(
             [Problem("required", "Say why you cancel someone's booking.", "reason")]
         )
     _require_status(booking, "cancel")
+    declined_offer = booking.status is BookingStatus.OFFERED
     instrument = session.get(Instrument, booking.instrument_id)
     assert instrument is not None
     late = (
@@ -742,6 +743,17 @@ def cancel(
         reason=reason,
         late=late,
     )
+    if declined_offer:
+        # The waiter is done with this time: it may join again, or leave, like anyone.
+        session.execute(
+            sa.update(WaitlistEntry)
+            .where(
+                col(WaitlistEntry.offered_booking_id) == booking.id,
+                col(WaitlistEntry.status) == WaitlistStatus.OFFERED,
+            )
+            .values(status=WaitlistStatus.CANCELLED, updated_at=now())
+            .execution_options(synchronize_session=False)
+        )
     _offer_freed_time(session, booking)
     return booking
 
@@ -765,7 +777,7 @@ def move(
         raise Conflict("The booking has started and can no longer be moved.", code="started")
     if (start, end) == (old.start_at, old.end_at):
         raise RuleViolation([Problem("unchanged", "The booking is already at this time.", "start")])
-    checked = _check_request(
+    checked = check_request(
         session,
         actor=actor,
         instrument_id=old.instrument_id,

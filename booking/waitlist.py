@@ -22,8 +22,6 @@ from core.auth.principal import Principal
 from core.clock import now
 from core.errors import Conflict, NotFound, PermissionDenied, Problem, RuleViolation
 from instruments import queries as catalogue
-from instruments import service as instruments
-from instruments.rules import ApprovalMode
 
 OFFER_HOURS = 12
 
@@ -40,10 +38,14 @@ def join(
         problems.append(Problem("in_past", "Wait only for future time.", "start"))
     if problems:
         raise RuleViolation(problems)
-    if not service.overlapping(
+    taken = service.overlapping(
         session, instrument_id, start, rules.held_until(end, instrument.buffer_minutes)
-    ):
+    )
+    if not taken:
         raise Conflict("That time is free: book it instead of waiting.", code="time_is_free")
+    if any(booking.user_id == actor.user_id for booking in taken):
+        # Cancelling it would offer the time back to oneself, ahead of the others waiting.
+        raise Conflict("You hold part of this time already.", code="already_held")
     duplicate = session.exec(
         select(WaitlistEntry.id).where(
             WaitlistEntry.instrument_id == instrument_id,
@@ -105,6 +107,15 @@ def offer_freed_time(
         held_until = rules.held_until(entry.end_at, instrument.buffer_minutes)
         if service.overlapping(session, instrument_id, entry.start_at, held_until):
             continue
+        # Time freed by an outage is no time to offer.
+        _, _, calendar = catalogue.instrument_calendar(
+            session, instrument_id=instrument_id, start=entry.start_at, end=entry.end_at
+        )
+        if not calendar.bookable or any(
+            outage_start < entry.end_at and outage_end > entry.start_at
+            for outage_start, outage_end in calendar.outages
+        ):
+            continue
         current = now()
         booking = Booking(
             instrument_id=instrument_id,
@@ -157,9 +168,17 @@ def _entry_of(session: Session, booking_id: int) -> WaitlistEntry | None:
 
 
 def accept(
-    session: Session, *, actor: Principal, booking_id: int, operated_by: OperatedBy
+    session: Session,
+    *,
+    actor: Principal,
+    booking_id: int,
+    operated_by: OperatedBy,
+    policy: service.BookingPolicy,
 ) -> Booking:
-    """Take a waitlist offer: it becomes a request, confirmed or pending by the usual rules."""
+    """Take a waitlist offer: it becomes a request, confirmed or pending by the usual rules.
+
+    Every rule of a booking request applies (qualification to the end, operation mode,
+    quotas, suspension, notice): waiting is no way around them."""
     booking = service.visible_booking(session, actor=actor, booking_id=booking_id)
     if booking.user_id != actor.user_id:
         raise PermissionDenied("Only the person offered the time may accept it.")
@@ -167,24 +186,18 @@ def accept(
         raise Conflict(f"A {booking.status} booking is no offer.", code="wrong_status")
     if booking.offer_expires_at is not None and booking.offer_expires_at <= now():
         raise Conflict("The offer has lapsed.", code="offer_lapsed")
-    instrument = catalogue.instrument_with_facility(session, booking.instrument_id)[0]
-    qualified = (
-        not instrument.requires_qualification
-        or instruments.valid_qualification(
-            session, user_id=actor.user_id, instrument_id=instrument.id or 0
-        )
-        is not None
-    )
-    if operated_by is OperatedBy.SELF and not qualified:
-        raise PermissionDenied(
-            "Operating this instrument yourself needs a valid qualification.", code="not_qualified"
-        )
-    automatic = instrument.approval_mode == ApprovalMode.AUTOMATIC_FOR_QUALIFIED
-    status = (
-        BookingStatus.CONFIRMED
-        if automatic and operated_by is OperatedBy.SELF
-        else BookingStatus.PENDING
-    )
+    status = service.check_request(
+        session,
+        actor=actor,
+        instrument_id=booking.instrument_id,
+        user_id=actor.user_id,
+        start=booking.start_at,
+        end=booking.end_at,
+        operated_by=operated_by,
+        override=[],
+        policy=policy,
+        ignore_booking_id=booking_id,
+    ).status
     result = session.execute(
         sa.update(Booking)
         .where(col(Booking.id) == booking_id, col(Booking.status) == BookingStatus.OFFERED)
@@ -194,7 +207,9 @@ def accept(
             offer_expires_at=None,
             version=Booking.version + 1,
             updated_at=now(),
-            expires_at=None if status is BookingStatus.CONFIRMED else booking.start_at,
+            expires_at=None
+            if status is BookingStatus.CONFIRMED
+            else min(now() + policy.pending_ttl, booking.start_at),
         )
         .execution_options(synchronize_session=False)
     )

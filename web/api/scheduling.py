@@ -120,14 +120,17 @@ def accept_offer(
     booking_id: ObjectId,
     principal: ApiPrincipal,
     session: DbSession,
+    settings: AppSettings,
     data: OfferAcceptance | None = None,
 ) -> BookingRead:
-    """Take a waitlist offer (decline it with /cancel)."""
+    """Take a waitlist offer (decline it with /cancel): every rule of a booking request
+    applies, as if the time were requested now."""
     booking = waitlist.accept(
         session,
         actor=principal,
         booking_id=booking_id,
         operated_by=data.operated_by if data else OperatedBy.SELF,
+        policy=policy_of(settings),
     )
     return booking_read(booking)
 

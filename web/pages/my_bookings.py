@@ -881,7 +881,11 @@ def accept_offer(
         if operated_by not in {o.value for o in OperatedBy}:
             raise RuleViolation([Problem("invalid_choice", "Choose who operates.", "operated_by")])
         waitlist.accept(
-            session, actor=principal, booking_id=booking_id, operated_by=OperatedBy(operated_by)
+            session,
+            actor=principal,
+            booking_id=booking_id,
+            operated_by=OperatedBy(operated_by),
+            policy=BookingPolicy.from_settings(settings),
         )
         return f"/my/bookings/{booking_id}?done=accepted"
 
