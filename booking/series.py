@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, model_validator
 from sqlmodel import Session, col, select
 
-from booking import service
+from booking import rules, service
 from booking.models import Booking, BookingSeries
-from booking.rules import HELD_STATUSES, OperatedBy
+from booking.rules import OperatedBy
 from booking.schemas import BookingCreate
 from core.accounts.schemas import StrictModel
 from core.auth.principal import Principal
@@ -107,6 +107,10 @@ def occurrences(
         raise RuleViolation(
             [Problem("too_many", f"A series has at most {MAX_OCCURRENCES} occurrences.", "until")]
         )
+    if not found:
+        raise RuleViolation(
+            [Problem("no_occurrences", "The series ends before its first occurrence.", "until")]
+        )
     return found
 
 
@@ -157,18 +161,22 @@ def create_series(
                 session.flush()
             booked.append(booking)
         except DomainError as exc:
-            skipped.append(SkippedOccurrence(start, end, exc.code, exc.detail))
+            # Each broken rule by its own code (a quota, a qualification), not "validation".
+            reasons = exc.problems or [Problem(exc.code, exc.detail)]
+            detail = "; ".join(p.message for p in reasons)
+            skipped.append(SkippedOccurrence(start, end, reasons[0].code, detail))
     if data.mode is SeriesMode.ALL_OR_NOTHING and skipped:
         raise RuleViolation(
-            [Problem(s.code, f"{s.start.isoformat()}: {s.detail}", "occurrences") for s in skipped],
+            _problems_of(skipped),
             detail=f"{len(skipped)} of {len(ranges)} occurrences cannot be booked; none was.",
         )
     if not booked:
-        raise RuleViolation(
-            [Problem(s.code, f"{s.start.isoformat()}: {s.detail}", "occurrences") for s in skipped],
-            detail="No occurrence can be booked.",
-        )
+        raise RuleViolation(_problems_of(skipped), detail="No occurrence can be booked.")
     return SeriesResult(series, booked, skipped)
+
+
+def _problems_of(skipped: list[SkippedOccurrence]) -> list[Problem]:
+    return [Problem(s.code, f"{s.start.isoformat()}: {s.detail}", "occurrences") for s in skipped]
 
 
 def cancel_rest_of_series(
@@ -185,7 +193,8 @@ def cancel_rest_of_series(
         .where(
             Booking.series_id == first.series_id,
             col(Booking.start_at) >= first.start_at,
-            col(Booking.status).in_(list(HELD_STATUSES)),
+            # One in use is past cancelling; the rest of the series still goes.
+            col(Booking.status).in_(list(rules.TRANSITIONS["cancel"])),
         )
         .order_by(col(Booking.start_at))
     ).all()

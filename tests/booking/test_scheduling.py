@@ -23,7 +23,7 @@ from core.events import OutboxEvent
 from core.settings import Settings
 from instruments import service as catalogue
 from instruments.rules import OperationMode, OutageKind
-from instruments.schemas import OpeningSpanIn, OutageCreate
+from instruments.schemas import InstrumentUpdate, OpeningSpanIn, OutageCreate
 from tests.factories import make_user
 from tests.instruments.factories import make_facility, make_instrument
 
@@ -142,6 +142,38 @@ def test_free_only_books_the_free_dates_and_lists_the_skipped(
     assert [(s.start, s.code) for s in result.skipped] == [(at(8, 9), "overlap")]
 
 
+def test_a_series_names_each_broken_rule_and_an_empty_series_says_why(
+    session: Session, world: dict
+) -> None:
+    with frozen(NOW):
+        catalogue.update_instrument(
+            session,
+            actor=world["manager"],
+            instrument_id=world["instrument"].id,
+            data=InstrumentUpdate(user_weekly_hours_limit=2),
+        )
+        book(session, world["alice"], world["instrument"].id, at(8, 14))  # week 2 is used up
+        with pytest.raises(RuleViolation) as refused:
+            series.create_series(
+                session, actor=world["alice"], data=weekly(world["instrument"].id, 3), policy=POLICY
+            )
+        assert [p.code for p in refused.value.problems] == ["quota_user_hours"]
+        with pytest.raises(RuleViolation) as empty:
+            series.create_series(
+                session,
+                actor=world["alice"],
+                data=SeriesCreate(
+                    instrument_id=world["instrument"].id,
+                    start=at(1, 9),
+                    end=at(1, 11),
+                    frequency=Frequency.DAILY,
+                    until=date(2026, 11, 30),
+                ),
+                policy=POLICY,
+            )
+    assert [(p.code, p.field) for p in empty.value.problems] == [("no_occurrences", "until")]
+
+
 def test_a_series_needs_count_or_until_and_stays_within_100() -> None:
     with pytest.raises(ValueError, match="count or until"):
         SeriesCreate(instrument_id=1, start=at(1, 9), end=at(1, 11), frequency=Frequency.DAILY)
@@ -174,6 +206,21 @@ def test_cancelling_the_rest_of_a_series_keeps_the_earlier_occurrences(
     ]
 
 
+def test_the_rest_of_a_series_is_cancelled_though_its_first_occurrence_is_in_use(
+    session: Session, world: dict
+) -> None:
+    with frozen(NOW):
+        result = series.create_series(
+            session, actor=world["alice"], data=weekly(world["instrument"].id, 3), policy=POLICY
+        )
+    first = result.booked[0]
+    with frozen(at(1, 9)):
+        service.check_in(session, actor=world["alice"], booking_id=first.id, policy=POLICY)
+        cancelled = series.cancel_rest_of_series(session, actor=world["alice"], booking_id=first.id)
+    assert [b.id for b in cancelled] == [b.id for b in result.booked[1:]]
+    assert first.status is BookingStatus.IN_USE
+
+
 def test_a_freed_slot_is_offered_to_the_first_waiter_who_accepts_it(
     session: Session, world: dict
 ) -> None:
@@ -200,11 +247,121 @@ def test_a_freed_slot_is_offered_to_the_first_waiter_who_accepts_it(
         with pytest.raises(Conflict):
             book(session, world["alice"], instrument_id, at(1, 9))
         accepted = waitlist.accept(
-            session, actor=world["bob"], booking_id=offer.id, operated_by=OperatedBy.SELF
+            session,
+            actor=world["bob"],
+            booking_id=offer.id,
+            operated_by=OperatedBy.SELF,
+            policy=POLICY,
         )
     assert accepted.status is BookingStatus.CONFIRMED
     topics = session.exec(select(OutboxEvent.topic)).all()
     assert "waitlist.offered" in topics
+
+
+def offered_to(session: Session, world: dict, waiter: Principal, day: int) -> Booking:
+    """Alice's booking at 09:00–11:00 of ``day``, the waiter waiting for it, Alice cancelling."""
+    instrument_id = world["instrument"].id
+    taken = book(session, world["alice"], instrument_id, at(day, 9))
+    entry = waitlist.join(
+        session, actor=waiter, instrument_id=instrument_id, start=at(day, 9), end=at(day, 11)
+    )
+    service.cancel(session, actor=world["alice"], booking_id=taken.id)
+    session.refresh(entry)
+    offer = session.get(Booking, entry.offered_booking_id)
+    assert offer is not None
+    return offer
+
+
+def test_accepting_an_offer_obeys_every_rule_of_a_booking_request(
+    session: Session, world: dict
+) -> None:
+    instrument = world["instrument"]
+    with frozen(NOW):
+        # Bob holds the two hours a week he may, then is offered two more.
+        catalogue.update_instrument(
+            session,
+            actor=world["manager"],
+            instrument_id=instrument.id,
+            data=InstrumentUpdate(user_weekly_hours_limit=2),
+        )
+        book(session, world["bob"], instrument.id, at(1, 14))
+        offer = offered_to(session, world, world["bob"], 2)
+        # Meanwhile the instrument became staff-operated.
+        catalogue.update_instrument(
+            session,
+            actor=world["manager"],
+            instrument_id=instrument.id,
+            data=InstrumentUpdate(operation_mode=OperationMode.STAFF_OPERATED),
+        )
+        with pytest.raises(RuleViolation) as refused:
+            waitlist.accept(
+                session,
+                actor=world["bob"],
+                booking_id=offer.id,
+                operated_by=OperatedBy.SELF,
+                policy=POLICY,
+            )
+    assert sorted(p.code for p in refused.value.problems) == ["quota_user_hours", "staff_only"]
+    session.refresh(offer)
+    assert offer.status is BookingStatus.OFFERED
+
+
+def test_a_declined_offer_lets_the_waiter_wait_again_and_nobody_waits_for_own_time(
+    session: Session, world: dict
+) -> None:
+    instrument_id = world["instrument"].id
+    with frozen(NOW):
+        offer = offered_to(session, world, world["bob"], 1)
+        service.cancel(session, actor=world["bob"], booking_id=offer.id)  # declined
+        [entry] = waitlist.entries_of(session, user_id=world["bob"].user_id)
+        assert entry.status is WaitlistStatus.CANCELLED
+        mine = book(session, world["bob"], instrument_id, at(1, 9))
+        with pytest.raises(Conflict) as refused:
+            waitlist.join(
+                session,
+                actor=world["bob"],
+                instrument_id=instrument_id,
+                start=at(1, 9),
+                end=at(1, 11),
+            )
+        assert refused.value.code == "already_held"
+        again = waitlist.join(
+            session,
+            actor=world["alice"],
+            instrument_id=instrument_id,
+            start=at(1, 9),
+            end=at(1, 11),
+        )
+        assert again.status is WaitlistStatus.WAITING
+        assert mine.status is BookingStatus.CONFIRMED
+
+
+def test_time_freed_by_an_outage_is_offered_to_nobody(session: Session, world: dict) -> None:
+    instrument_id = world["instrument"].id
+    with frozen(NOW):
+        taken = book(session, world["alice"], instrument_id, at(2, 9))
+        entry = waitlist.join(
+            session, actor=world["bob"], instrument_id=instrument_id, start=at(2, 9), end=at(2, 11)
+        )
+        outage = catalogue.create_outage(
+            session,
+            actor=world["manager"],
+            data=OutageCreate(
+                instrument_id=instrument_id,
+                start_at=at(2, 8),
+                end_at=at(2, 18),
+                kind=OutageKind.REPAIR,
+            ),
+        )
+        outages.apply_outage(
+            session, actor=world["manager"], outage_id=outage.id, action=outages.OutageAction.CANCEL
+        )
+    session.refresh(taken)
+    session.refresh(entry)
+    assert taken.status is BookingStatus.CANCELLED
+    assert entry.status is WaitlistStatus.WAITING  # still waiting, for when the time reopens
+    offers = session.exec(select(Booking).where(Booking.status == BookingStatus.OFFERED)).all()
+    assert offers == []
 
 
 def test_a_lapsed_offer_goes_to_the_next_waiter(session: Session, world: dict) -> None:
