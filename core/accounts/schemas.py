@@ -13,6 +13,15 @@ from core.places import Cluster
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul_character(cls, value: object) -> object:
+        # PostgreSQL's text cannot hold NUL (SQLite can): refused here, alike on both.
+        texts = value if isinstance(value, list | tuple) else (value,)
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("Text may not contain the NUL character.")
+        return value
+
 
 def _not_null(value: object) -> object:
     """In a change, a field may be left out but a required one may not be set to null."""

@@ -168,6 +168,15 @@ def test_a_time_without_an_offset_is_422_naming_the_field(
     assert bookings_of(session, world.researcher) == 0
 
 
+def test_a_nul_character_in_a_text_is_422_naming_the_field(
+    client: TestClient, world: World, session: Session
+) -> None:
+    response = request_booking(client, world.as_researcher, world.instrument, purpose="a\x00b")
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["purpose"]
+    assert bookings_of(session, world.researcher) == 0
+
+
 @pytest.mark.parametrize(
     "end", ["2026-12-01T09:00:00+08:00", "2026-12-01T10:00:00+08:00"], ids=["before", "at start"]
 )
