@@ -1102,6 +1102,63 @@ def mark_no_shows(session: Session, *, policy: BookingPolicy, limit: int = 500) 
 # --- Usage records -------------------------------------------------------------------------
 
 
+# One recorded use of an instrument: a long unattended run fits, a typo of a year does not.
+MAX_USAGE = timedelta(days=31)
+
+
+def _usage_time_problems(
+    session: Session,
+    *,
+    instrument_id: int,
+    started: datetime,
+    ended: datetime,
+    ignore: tuple[int | None, int | None] = (None, None),
+) -> list[Problem]:
+    """What is wrong with the times of a recorded use: backwards, in the future, implausibly
+    long, or over another use of the instrument (a recorded one, or a booking in use).
+    ``ignore`` is the (usage record, booking) being corrected."""
+    if ended <= started:
+        return [Problem("end_not_after_start", "The use must end after it starts.", "ended_at")]
+    problems = []
+    if ended > now() + timedelta(minutes=5):
+        problems.append(Problem("in_future", "Record a use once it has happened.", "ended_at"))
+    if ended - started > MAX_USAGE:
+        problems.append(
+            Problem(
+                "too_long",
+                f"One use lasts at most {MAX_USAGE.days} days; record a longer run in parts.",
+                "ended_at",
+            )
+        )
+    usage_id, booking_id = ignore
+    recorded = session.exec(
+        select(UsageRecord.id).where(
+            UsageRecord.instrument_id == instrument_id,
+            col(UsageRecord.id) != (usage_id or 0),
+            col(UsageRecord.started_at) < ended,
+            col(UsageRecord.ended_at) > started,
+        )
+    ).first()
+    in_use = session.exec(
+        select(Booking.id).where(
+            Booking.instrument_id == instrument_id,
+            Booking.status == BookingStatus.IN_USE,
+            col(Booking.id) != (booking_id or 0),
+            col(Booking.checked_in_at) < ended,
+            col(Booking.end_at) > started,
+        )
+    ).first()
+    if recorded is not None or in_use is not None:
+        problems.append(
+            Problem(
+                "overlap",
+                "Another use of the instrument is recorded for part of this time.",
+                "started_at",
+            )
+        )
+    return problems
+
+
 def record_walk_in(
     session: Session, *, actor: Principal | None, data: UsageRecordCreate
 ) -> UsageRecord:
@@ -1113,12 +1170,9 @@ def record_walk_in(
     problems = []
     if user is None:
         problems.append(Problem("unknown_user", "No such user.", "user_id"))
-    if data.ended_at <= data.started_at:
-        problems.append(
-            Problem("end_not_after_start", "The use must end after it starts.", "ended_at")
-        )
-    if data.ended_at > now() + timedelta(minutes=5):
-        problems.append(Problem("in_future", "Record a use once it has happened.", "ended_at"))
+    problems += _usage_time_problems(
+        session, instrument_id=instrument.id or 0, started=data.started_at, ended=data.ended_at
+    )
     if problems:
         raise RuleViolation(problems)
     assert user is not None
@@ -1165,10 +1219,15 @@ def correct_usage(
     }
     started = data.started_at or usage.started_at
     ended = data.ended_at or usage.ended_at
-    if ended <= started:
-        raise RuleViolation(
-            [Problem("end_not_after_start", "The use must end after it starts.", "ended_at")]
-        )
+    problems = _usage_time_problems(
+        session,
+        instrument_id=usage.instrument_id,
+        started=started,
+        ended=ended,
+        ignore=(usage.id, usage.booking_id),
+    )
+    if problems:
+        raise RuleViolation(problems)
     usage.started_at, usage.ended_at = started, ended
     if data.samples is not None:
         usage.samples = data.samples

@@ -1234,6 +1234,55 @@ def test_only_the_facilitys_lab_manager_records_walk_ins(session: Session, lab: 
     assert codes(refused) == ["in_future"]
 
 
+def test_a_recorded_use_is_refused_over_another_use_or_implausibly_long(
+    session: Session, lab: Lab
+) -> None:
+    earlier = service.record_walk_in(session, actor=lab.manager, data=walk_in(lab))
+    in_use = book(
+        session, lab.researcher, "2026-11-30 10:00", "2026-11-30 12:00", instrument=lab.instrument
+    )
+
+    def refused(**times: datetime) -> list[str]:
+        with pytest.raises(RuleViolation) as refusal:
+            service.record_walk_in(session, actor=lab.manager, data=walk_in(lab, **times))
+        return codes(refusal)
+
+    # Over the walk-in already recorded, and over the researcher's booking in use now.
+    assert refused(started_at=at("2026-11-27 15:00"), ended_at=at("2026-11-27 17:00")) == [
+        "overlap"
+    ]
+    with frozen(at("2026-11-30 10:30")):
+        service.check_in(session, actor=lab.researcher, booking_id=in_use.id or 0, policy=POLICY)
+        assert refused(started_at=at("2026-11-30 09:30"), ended_at=at("2026-11-30 10:31")) == [
+            "overlap"
+        ]
+    assert refused(started_at=at("2016-11-27 14:00"), ended_at=at("2026-11-20 14:00")) == [
+        "too_long"
+    ]
+    # Next to it is fine; a correction may not stretch a record over its neighbour either.
+    later = service.record_walk_in(
+        session,
+        actor=lab.manager,
+        data=walk_in(lab, started_at=at("2026-11-27 16:00"), ended_at=at("2026-11-27 17:00")),
+    )
+    with pytest.raises(RuleViolation) as stretched:
+        service.correct_usage(
+            session,
+            actor=lab.manager,
+            usage_id=earlier.id or 0,
+            data=UsageRecordCorrection(ended_at=at("2026-11-27 16:30"), note="Stayed longer."),
+        )
+    assert codes(stretched) == ["overlap"]
+    with pytest.raises(RuleViolation) as ahead:
+        service.correct_usage(
+            session,
+            actor=lab.manager,
+            usage_id=later.id or 0,
+            data=UsageRecordCorrection(ended_at=at("2027-11-30 09:00"), note="Typo."),
+        )
+    assert codes(ahead) == ["in_future", "too_long", "overlap"]  # over the booking in use too
+
+
 def test_a_lab_manager_corrects_a_usage_record_and_the_audit_keeps_the_values_before(
     session: Session, lab: Lab
 ) -> None:

@@ -105,6 +105,8 @@ SERVICE_MESSAGES = [
     N_("The request has expired; the booker may ask again."),
     N_("The use must end after it starts."),
     N_("Record a use once it has happened."),
+    N_("Another use of the instrument is recorded for part of this time."),
+    N_("One use lasts at most 31 days; record a longer run in parts."),
     N_("No such user."),
     N_("Booking not found."),
     N_("Facility not found."),
