@@ -42,6 +42,7 @@ from web.pages.deps import LoginRequired, login_url
 log = logging.getLogger("labshare")
 
 WEB_DIR = Path(__file__).parent
+MULTIPART_ALLOWANCE_BYTES = 64 * 1024
 # Front-end libraries installed from npm (web/package.json) and served by the app, never a CDN.
 VENDOR_PACKAGES = {
     "htmx": "htmx.org/dist",
@@ -93,14 +94,17 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     async def login_required(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(login_url(exc.next_url), status_code=303)
 
-    # Outermost first: the request id must exist before a 413 is answered.
+    # Outermost first: the request id must exist before a 413 is answered. An upload's body
+    # is its file plus the multipart envelope and the form's other fields: a file of the
+    # allowed size must get through, to be checked exactly (422 file_too_large) behind.
+    upload_body_bytes = settings.max_upload_bytes + MULTIPART_ALLOWANCE_BYTES
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         larger={
-            service_requests_api.UPLOAD_PATH: settings.max_upload_bytes,
-            my_booking_pages.SERVICE_REQUEST_UPLOAD_PATH: settings.max_upload_bytes,
-            manage_instrument_pages.REPORT_UPLOAD_PATH: settings.max_upload_bytes,
+            service_requests_api.UPLOAD_PATH: upload_body_bytes,
+            my_booking_pages.SERVICE_REQUEST_UPLOAD_PATH: upload_body_bytes,
+            manage_instrument_pages.REPORT_UPLOAD_PATH: upload_body_bytes,
         },
     )
     app.add_middleware(RequestContextMiddleware)

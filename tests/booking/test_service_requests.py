@@ -15,9 +15,11 @@ from core.accounts.rules import Role, ScopeKind
 from core.accounts.schemas import RoleGrant
 from core.auth.principal import load_principal
 from core.clock import frozen
+from core.db import ConnectionBoundDatabase
 from core.errors import Conflict, NotFound, PermissionDenied, RuleViolation
 from tests.factories import bearer, make_user
 from tests.instruments.factories import make_facility, make_instrument, make_testing_service
+from web.app import create_app
 
 NOW = datetime(2026, 11, 30, 1, tzinfo=UTC)
 TODAY = date(2026, 11, 30)
@@ -231,6 +233,35 @@ def test_the_report_is_uploaded_and_downloaded_over_the_api(
         client.get(f"/api/v1/service-requests/{request_id}", headers=requester).json()["status"]
         == "reported"
     )
+
+
+def test_a_file_of_the_allowed_size_is_taken_and_one_byte_more_is_named(
+    session: Session, lab: dict, database: ConnectionBoundDatabase
+) -> None:
+    # The limit is the file's, not the multipart body's around it (set when the app is made).
+    settings = database.settings.model_copy(update={"max_upload_bytes": 2000})
+    with TestClient(create_app(settings, database), base_url="https://testserver") as client:
+        requester = bearer(session, lab["tokens"]["requester"])
+        created = client.post(
+            "/api/v1/service-requests",
+            json={"testing_service_id": lab["service"].id, "sample_count": 1},
+            headers=requester,
+        ).json()
+        path = f"/api/v1/service-requests/{created['id']}/files"
+        exactly = client.post(
+            path,
+            files={"file": ("exactly.pdf", PDF + b"0" * (2000 - len(PDF)), "application/pdf")},
+            data={"kind": "attachment"},
+            headers=requester,
+        )
+        assert exactly.status_code == 201, exactly.text
+        over = client.post(
+            path,
+            files={"file": ("over.pdf", PDF + b"0" * (2001 - len(PDF)), "application/pdf")},
+            headers=requester,
+        )
+        assert over.status_code == 422
+        assert over.json()["errors"][0]["code"] == "file_too_large"
 
 
 def test_an_upload_over_the_limit_is_413_and_a_json_body_over_1_mb_too(
