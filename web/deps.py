@@ -116,6 +116,14 @@ OptionalApiPrincipal = Annotated[Principal | None, Depends(optional_api_principa
 BearerToken = Annotated[str, Depends(required_bearer_token)]
 
 
+def outlive_transaction(session: Session, *objects: object) -> None:
+    """Detach who is calling from the request's session: a rollback expires what the session
+    holds, and an error page drawn after one must still read the user and its roles."""
+    for loaded in objects:
+        if loaded in session:
+            session.expunge(loaded)
+
+
 @dataclass(frozen=True)
 class PageSession:
     record: WebSession
@@ -150,6 +158,8 @@ def page_session(request: Request, session: DbSession) -> PageSession | None:
             resolved = auth.resolve_web_session(session, settings, cookie_value=cookie)
             if resolved is not None and auth.session_needs_touch(resolved[0]):
                 auth.touch_web_session(session, session_id=resolved[0].id or 0)
+            if resolved is not None:
+                outlive_transaction(session, *resolved)
         if resolved is not None:
             found = PageSession(*resolved)
     request.state.page_session = found

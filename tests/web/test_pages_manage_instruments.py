@@ -168,6 +168,18 @@ def test_a_manager_edits_rules_and_prices_in_yuan_stored_in_fen(
     assert "已保存" in shown.text
 
 
+def test_a_price_past_what_the_database_holds_is_a_422_page_not_a_server_error(
+    manager_client: TestClient, lab: Lab
+) -> None:
+    path = f"/manage/instruments/{lab.instrument.id}/edit"
+    form = form_of(manager_client, path) | {"price_internal_yuan": "99999999999999999999"}
+
+    answer = manager_client.post(path, data=form, follow_redirects=False)
+
+    assert answer.status_code == 422, answer.text
+    assert "<html" in answer.text.lower()
+
+
 def test_saving_an_unchanged_form_records_no_price_change(
     manager_client: TestClient, session: Session, lab: Lab
 ) -> None:

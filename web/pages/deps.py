@@ -11,7 +11,7 @@ from fastapi import Depends, Form, Request
 from core.auth.principal import Principal, load_principal
 from core.errors import DomainError, Problem
 from web import csrf
-from web.deps import MAX_ID, DbSession, PageSession, page_session
+from web.deps import MAX_ID, DbSession, PageSession, outlive_transaction, page_session
 from web.messages import N_
 
 
@@ -35,6 +35,7 @@ def page_principal(
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise LoginRequired(target)
     principal = load_principal(session, current.user)
+    outlive_transaction(session, *principal.assignments)
     request.state.principal = principal
     return principal
 
@@ -47,6 +48,7 @@ def optional_page_principal(
     if current is None:
         return None
     principal = load_principal(session, current.user)
+    outlive_transaction(session, *principal.assignments)
     request.state.principal = principal
     return principal
 
