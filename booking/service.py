@@ -327,6 +327,16 @@ def suspension_until(session: Session, *, user_id: int, policy: BookingPolicy) -
     return until if until > current else None
 
 
+def _suspension_problems(
+    session: Session, user_id: int, policy: BookingPolicy, *, whose: str
+) -> list[Problem]:
+    until = suspension_until(session, user_id=user_id, policy=policy)
+    if until is None:
+        return []
+    message = f"{whose} are suspended after repeated no-shows until {until.isoformat()}."
+    return [Problem("suspended", message, "user_id", True)]
+
+
 @functools.cache
 def _overlapping() -> Any:
     return (
@@ -512,17 +522,7 @@ def check_request(
             end=end,
             ignore_booking_id=ignore_booking_id,
         )
-        until = suspension_until(session, user_id=user_id, policy=policy)
-        if until is not None:
-            problems.append(
-                Problem(
-                    "suspended",
-                    "Booking rights are suspended after repeated no-shows "
-                    f"until {until.isoformat()}.",
-                    "user_id",
-                    True,
-                )
-            )
+        problems += _suspension_problems(session, user_id, policy, whose="Booking rights")
     overridden = [p.code for p in problems if p.overridable and p.code in override]
     problems = [p for p in problems if not (p.overridable and p.code in override)]
     unknown = [code for code in override if code not in overridden]
@@ -725,13 +725,7 @@ def cancel(
     declined_offer = booking.status is BookingStatus.OFFERED
     instrument = session.get(Instrument, booking.instrument_id)
     assert instrument is not None
-    late = (
-        not by_manager
-        and booking.status is BookingStatus.CONFIRMED
-        and rules.is_late_cancellation(
-            now(), booking.start_at, instrument.cancellation_deadline_hours
-        )
-    )
+    late = _late_for_owner(actor, booking, instrument)
     _transition(
         session, booking, "cancel", BookingStatus.CANCELLED, reason=reason, late_cancellation=late
     )
@@ -851,20 +845,30 @@ def move(
     return new
 
 
+def _late_for_owner(actor: Principal | None, booking: Booking, instrument: Instrument) -> bool:
+    """Whether giving up the booking now is a late cancellation: its owner's confirmed booking
+    past the instrument's deadline (the facility's own decisions are never charged)."""
+    by_manager = actor is not None and booking.user_id != actor.user_id
+    return (
+        not by_manager
+        and booking.status is BookingStatus.CONFIRMED
+        and rules.is_late_cancellation(
+            now(), booking.start_at, instrument.cancellation_deadline_hours
+        )
+    )
+
+
 def _late_move_problems(
     session: Session, actor: Principal | None, booking: Booking
 ) -> list[Problem]:
     """Its owner may not move a confirmed booking after the cancellation deadline: a move is no
     cancellation in any metric, so it would shed the late-cancellation charge. Like a
     cancellation, a move by the facility is its own decision; a manager may also override."""
-    by_manager = actor is not None and booking.user_id != actor.user_id
-    if by_manager or booking.status is not BookingStatus.CONFIRMED:
-        return []
     instrument = session.get(Instrument, booking.instrument_id)
     assert instrument is not None
-    hours = instrument.cancellation_deadline_hours
-    if not rules.is_late_cancellation(now(), booking.start_at, hours):
+    if not _late_for_owner(actor, booking, instrument):
         return []
+    hours = instrument.cancellation_deadline_hours
     return [
         Problem(
             "move_deadline",
@@ -913,16 +917,9 @@ def _receiver_problems(
         end=booking.end_at,
         ignore_booking_id=booking.id,
     )
-    until = suspension_until(session, user_id=receiver.id, policy=policy)
-    if until is not None:
-        problems.append(
-            Problem(
-                "suspended",
-                f"The colleague's booking rights are suspended until {until.isoformat()}.",
-                "user_id",
-            )
-        )
-    return problems
+    return problems + _suspension_problems(
+        session, receiver.id, policy, whose="The colleague's booking rights"
+    )
 
 
 def hand_over(

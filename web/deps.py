@@ -65,12 +65,12 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
 
 
 DbSession = Annotated[Session, Depends(db_session)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
 
 # The largest id a database integer column holds: a larger one names no object, and is refused
 # (422, naming the parameter) before any query, alike on SQLite and PostgreSQL.
 MAX_ID = 2**31 - 1
 ObjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
-AppSettings = Annotated[Settings, Depends(get_settings)]
 
 
 def bearer_token(request: Request) -> str | None:
@@ -83,10 +83,7 @@ def bearer_token(request: Request) -> str | None:
 
 def api_principal(request: Request, session: DbSession) -> Principal:
     """The caller of an API endpoint, from its bearer token (401 without a valid one)."""
-    token = bearer_token(request)
-    if token is None:
-        raise NotAuthenticated()
-    return principal_of_token(request, session, token)
+    return principal_of_token(request, session, _token_or_401(request))
 
 
 def principal_of_token(request: Request, session: Session, token: str) -> Principal:
@@ -95,13 +92,17 @@ def principal_of_token(request: Request, session: Session, token: str) -> Princi
     return principal
 
 
-async def required_bearer_token(request: Request) -> str:
-    """The bearer token, not yet checked (401 without one): for an endpoint that looks it up
-    in its own thread, saving the thread-pool round trip of :func:`api_principal`."""
+def _token_or_401(request: Request) -> str:
     token = bearer_token(request)
     if token is None:
         raise NotAuthenticated()
     return token
+
+
+async def required_bearer_token(request: Request) -> str:
+    """The bearer token, not yet checked (401 without one): for an endpoint that looks it up
+    in its own thread, saving the thread-pool round trip of :func:`api_principal`."""
+    return _token_or_401(request)
 
 
 async def optional_api_principal(request: Request, session: DbSession) -> Principal | None:
