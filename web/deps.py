@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from sqlmodel import Session
@@ -20,6 +22,7 @@ from core.settings import Settings
 
 SESSION_COOKIE = "labshare_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+T = TypeVar("T")
 
 
 # Dependencies that do no I/O are coroutines: FastAPI runs a plain function in the thread pool,
@@ -62,6 +65,33 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
             await run_in_threadpool(session.close)
         else:
             session.close()
+
+
+# Per event loop (a test may drive one app from several): an asyncio lock belongs to one loop.
+_writer_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def in_writer_turn(request: Request, work: Callable[..., T], *args: object) -> T:
+    """Run a unit of work that writes in the thread pool; on SQLite one at a time, in arrival
+    order.
+
+    SQLite has one writer connection per process, so these requests are served one after
+    another whatever happens. Left to the thread pool, each waits in its own thread on the
+    connection pool's lock, where a late one may take the connection ahead of an earlier one
+    and the threads contend for the interpreter: with 8 clients creating bookings the p99 was
+    2.5x the median. Queued here, on the event loop, it is about 1.5x. ``work`` must end its
+    transaction (commit or roll back), so the next one finds the writer free.
+    """
+    if database_of(request).dialect != "sqlite":
+        return await run_in_threadpool(work, *args)
+    loop = asyncio.get_running_loop()
+    turn = _writer_turns.get(loop)
+    if turn is None:
+        turn = _writer_turns[loop] = asyncio.Lock()
+    async with turn:
+        return await run_in_threadpool(work, *args)
 
 
 DbSession = Annotated[Session, Depends(db_session)]

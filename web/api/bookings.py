@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
-from starlette.concurrency import run_in_threadpool
 
 from booking import queries, service
 from booking.models import Booking, IdempotencyRecord
@@ -50,6 +49,7 @@ from web.deps import (
     ObjectId,
     OptionalApiPrincipal,
     Pagination,
+    in_writer_turn,
     principal_of_token,
 )
 from web.retry import commit_with_retries
@@ -116,8 +116,8 @@ async def create_booking(
     every broken rule; 403 for a self-operated booking without a valid qualification."""
     # The hot path: the caller is looked up in the same worker thread as the booking is made
     # (one round trip to the thread pool, not two).
-    return await run_in_threadpool(
-        _create_booking, request, data, token, session, settings, idempotency_key
+    return await in_writer_turn(
+        request, _create_booking, request, data, token, session, settings, idempotency_key
     )
 
 
@@ -129,8 +129,28 @@ def _create_booking(
     settings: Settings,
     idempotency_key: str | None,
 ) -> Response:
+    """The booking's answer; its transaction ends here either way, so the writer is free for
+    the next request before this one's answer is sent."""
+    try:
+        answer = _booking_answer(request, data, token, session, settings, idempotency_key)
+        if session.in_transaction():  # a retry answered from the first attempt's record
+            session.commit()
+        return answer
+    except BaseException:
+        session.rollback()
+        raise
+
+
+def _booking_answer(
+    request: Request,
+    data: BookingCreate,
+    token: str,
+    session: Session,
+    settings: Settings,
+    idempotency_key: str | None,
+) -> Response:
     principal = principal_of_token(request, session, token)
-    request_hash = _request_hash(data)
+    request_hash = _request_hash(data) if idempotency_key else ""
     if idempotency_key:
         earlier = _earlier_answer(session, principal.user_id, idempotency_key, request_hash)
         if earlier is not None:

@@ -1,0 +1,77 @@
+"""Writes queue for SQLite's one writer in arrival order; PostgreSQL's run side by side."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from web.deps import in_writer_turn
+
+WRITES = 6
+
+
+def request_on(dialect: str) -> Any:
+    return SimpleNamespace(
+        app=SimpleNamespace(state=SimpleNamespace(database=SimpleNamespace(dialect=dialect)))
+    )
+
+
+def run_writes(dialect: str) -> tuple[list[int], int]:
+    """Start WRITES writes one after another; return the order they ran in and how many ran
+    at once at most."""
+    lock = threading.Lock()
+    started: list[int] = []
+    running = 0
+    most = 0
+
+    def write(number: int) -> int:
+        nonlocal running, most
+        with lock:
+            started.append(number)
+            running += 1
+            most = max(most, running)
+        time.sleep(0.03)
+        with lock:
+            running -= 1
+        return number
+
+    async def main() -> list[int]:
+        request = request_on(dialect)
+        tasks = []
+        for number in range(WRITES):
+            tasks.append(asyncio.create_task(in_writer_turn(request, write, number)))
+            await asyncio.sleep(0)  # the write has arrived (is waiting its turn) before the next
+        return list(await asyncio.gather(*tasks))
+
+    answers = asyncio.run(main())
+    assert answers == list(range(WRITES))
+    return started, most
+
+
+def test_on_sqlite_writes_run_one_at_a_time_in_the_order_they_arrived() -> None:
+    started, most = run_writes("sqlite")
+    assert most == 1
+    assert started == list(range(WRITES))
+
+
+def test_on_postgresql_writes_run_side_by_side() -> None:
+    _, most = run_writes("postgresql")
+    assert most > 1
+
+
+def test_a_failed_write_passes_its_error_on_and_frees_the_turn() -> None:
+    def failing() -> None:
+        raise ValueError("refused")
+
+    async def main() -> tuple[str, int]:
+        request = request_on("sqlite")
+        try:
+            await in_writer_turn(request, failing)
+        except ValueError as exc:
+            error = str(exc)
+        return error, await asyncio.wait_for(in_writer_turn(request, lambda: 7), timeout=5)
+
+    assert asyncio.run(main()) == ("refused", 7)
