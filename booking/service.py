@@ -50,6 +50,16 @@ from instruments import service as instruments
 from instruments.models import Facility, Instrument
 from instruments.rules import ApprovalMode, InstrumentStatus, OperationMode
 
+BOOKING_TABLE: sa.Table = Booking.__table__  # type: ignore[attr-defined]
+
+
+def _core_rows(session: Session, statement: Any, parameters: dict[str, Any]) -> Any:
+    """A Core statement's result on the session's connection, after flushing what the session
+    holds (as the ORM would): every booking request runs these small queries, and the ORM's
+    handling of a statement costs more than the query itself."""
+    session.flush()
+    return session.connection().execute(statement, parameters)
+
 
 @dataclass(frozen=True)
 class BookingPolicy:
@@ -300,27 +310,23 @@ def _quota_problems(
 
 @functools.cache
 def _no_shows_since() -> Any:
+    booking = BOOKING_TABLE.c
     return (
-        select(col(Booking.start_at))
+        sa.select(booking.start_at)
         .where(
-            col(Booking.user_id) == sa.bindparam("user_id"),
-            col(Booking.status) == BookingStatus.NO_SHOW,
-            col(Booking.start_at) >= sa.bindparam("since"),
+            booking.user_id == sa.bindparam("user_id"),
+            booking.status == BookingStatus.NO_SHOW,
+            booking.start_at >= sa.bindparam("since"),
         )
-        .order_by(col(Booking.start_at).desc())
+        .order_by(booking.start_at.desc())
     )
 
 
 def suspension_until(session: Session, *, user_id: int, policy: BookingPolicy) -> datetime | None:
     """When a user's booking rights return after repeated no-shows, or None if not suspended."""
     current = now()
-    recent = (
-        session.execute(
-            _no_shows_since(), {"user_id": user_id, "since": current - policy.no_show_window}
-        )
-        .scalars()
-        .all()
-    )
+    parameters = {"user_id": user_id, "since": current - policy.no_show_window}
+    recent = _core_rows(session, _no_shows_since(), parameters).scalars().all()
     if len(recent) < policy.suspension_threshold:
         return None
     until = recent[0] + policy.suspension
@@ -372,9 +378,6 @@ def _overlap_problems(found: Sequence[Booking]) -> list[Problem]:
     ]
 
 
-BOOKING_TABLE: sa.Table = Booking.__table__  # type: ignore[attr-defined]
-
-
 @functools.cache
 def _insert_booking(dialect: str) -> Any:
     """INSERT … RETURNING id, built once. On PostgreSQL ``ON CONFLICT DO NOTHING`` lets the
@@ -396,7 +399,7 @@ def insert_held(session: Session, booking: Booking) -> Booking:
     for column in BOOKING_TABLE.c:
         if column.key != "id":
             value = getattr(booking, column.key)
-            if isinstance(value, datetime):
+            if isinstance(value, datetime) and value.tzinfo is not UTC:
                 value = value.astimezone(UTC)
                 setattr(booking, column.key, value)
             values[column.key] = value
@@ -575,12 +578,13 @@ def _offer_freed_time(session: Session, booking: Booking) -> None:
 
 @functools.cache
 def _creations_since() -> Any:
+    booking = BOOKING_TABLE.c
     return (
-        select(func.count())
-        .select_from(Booking)
+        sa.select(sa.func.count())
+        .select_from(BOOKING_TABLE)
         .where(
-            col(Booking.created_by_id) == sa.bindparam("user_id"),
-            col(Booking.created_at) > sa.bindparam("since"),
+            booking.created_by_id == sa.bindparam("user_id"),
+            booking.created_at > sa.bindparam("since"),
         )
     )
 
@@ -589,7 +593,8 @@ def check_rate(session: Session, *, user_id: int, policy: BookingPolicy) -> None
     """Refuse (429) a user who made too many booking requests in the last minute."""
     # Half-open: a request made exactly a minute ago no longer counts, as Retry-After promises.
     since = now() - timedelta(minutes=1)
-    made = session.execute(_creations_since(), {"user_id": user_id, "since": since}).scalar_one()
+    parameters = {"user_id": user_id, "since": since}
+    made = _core_rows(session, _creations_since(), parameters).scalar_one()
     if made >= policy.creations_per_minute:
         raise Throttled(
             "Too many booking requests; wait a minute.", retry_after_s=60, code="booking_rate"
