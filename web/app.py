@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -72,8 +73,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        app.state.database.dispose()
+        # What start-up built (modules, models, routes: some 230,000 objects) lives as long as
+        # the server. Frozen, the garbage collector's full passes skip it; unfrozen, one full
+        # pass stopped a server for 100-370 ms in the middle of serving requests.
+        gc.freeze()
+        try:
+            yield
+        finally:
+            gc.unfreeze()
+            app.state.database.dispose()
 
     app = FastAPI(
         lifespan=lifespan,
