@@ -4,7 +4,7 @@ use, the worker's transitions; every change audited and announced through the ou
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,8 +22,8 @@ from core.accounts.rules import Role, ScopeKind
 from core.accounts.schemas import RoleGrant
 from core.audit import AuditEntry
 from core.auth.principal import Principal, load_principal
-from core.clock import frozen
-from core.errors import Conflict, NotFound, PermissionDenied, RuleViolation
+from core.clock import frozen, now
+from core.errors import Conflict, NotFound, PermissionDenied, RuleViolation, Throttled
 from core.events import OutboxEvent
 from core.settings import Settings
 from instruments import service as instruments
@@ -510,6 +510,40 @@ def test_two_no_shows_or_old_ones_do_not_suspend(session: Session, lab: Lab) -> 
         session, lab.researcher, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
     )
     assert booking.status == S.CONFIRMED
+
+
+def test_over_the_rate_limit_a_request_is_429_before_its_other_problems(
+    session: Session, lab: Lab
+) -> None:
+    one_a_minute = replace(POLICY, creations_per_minute=1)
+    for day in ("2026-11-09", "2026-11-16", "2026-11-23"):  # recorded this minute
+        booking_in(session, lab, S.NO_SHOW, at(f"{day} 10:00"))
+
+    def request(actor: Principal, day: str, **fields: Any) -> Booking:
+        return service.create_booking(
+            session,
+            actor=actor,
+            data=BookingCreate(
+                instrument_id=lab.instrument.id or 0,
+                start=at(f"{day} 10:00"),
+                end=at(f"{day} 11:00"),
+                **fields,
+            ),
+            policy=one_a_minute,
+        )
+
+    with pytest.raises(Throttled):  # suspended too, but told to wait first
+        request(lab.researcher, "2026-12-01")
+    with frozen(now() + timedelta(minutes=1)):
+        with pytest.raises(RuleViolation) as refused:
+            request(lab.researcher, "2026-12-01")
+        assert [p.code for p in refused.value.problems] == ["suspended"]
+        # A lab manager is not rate-limited.
+        for day in ("2026-12-01", "2026-12-02"):
+            booked_for_researcher = request(
+                lab.manager, day, user_id=lab.researcher.user_id, override=["suspended"]
+            )
+            assert booked_for_researcher.status == S.CONFIRMED
 
 
 # --- Transitions ----------------------------------------------------------------------------
