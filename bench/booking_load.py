@@ -9,6 +9,9 @@ Targets, on SQLite (1 server process) and PostgreSQL (2 server processes):
    indexed SELECT on api_token.token_hash) and the same conflict-checked insert in raw SQL
    (SQLite: BEGIN IMMEDIATE, overlap SELECT, INSERT, COMMIT on one writer connection;
    PostgreSQL: INSERT ... ON CONFLICT DO NOTHING RETURNING id against the exclusion constraint).
+   Both servers run side by side and take turns (``--rounds``, alternating which goes first),
+   so a drift in the machine's speed slows both alike; the figures pool the rounds, and each
+   round's ratio is printed beside them.
    Requests go to free slots spread over many instruments; every 10th deliberately overlaps a
    held booking and must get 409. Any 5xx, or any answer other than 201/409, aborts the run.
 2. With 5,000 instruments and 200,000 held bookings: a 14-day availability of one instrument
@@ -22,7 +25,7 @@ Targets, on SQLite (1 server process) and PostgreSQL (2 server processes):
 Traffic goes to 127.0.0.1 only; each database is made for the run and dropped afterwards.
 
     .venv/bin/python bench/booking_load.py [--only sqlite|postgres] [--requests 600]
-        [--calls 100] [--instruments 5000] [--bookings 200000] [--max-seconds 120]
+        [--rounds 3] [--calls 100] [--instruments 5000] [--bookings 200000] [--max-seconds 120]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 """
 
@@ -531,6 +534,19 @@ class Load:
         )
 
 
+def pooled(loads: Sequence[Load]) -> Load:
+    """The rounds of one measurement as one load: every request, the time of all rounds."""
+    return Load(
+        loads[0].label,
+        loads[0].clients,
+        sum(one.elapsed_s for one in loads),
+        [latency for one in loads for latency in one.latencies_ms],
+        sum((one.statuses for one in loads), Counter()),
+        sum((one.expected for one in loads), Counter()),
+        sum(one.client_cpu_s for one in loads),
+    )
+
+
 Plan = tuple[bytes, bytes, int]  # (authorization header value, JSON body, expected status)
 
 
@@ -780,43 +796,58 @@ def run(kind: str, database: Database, args: argparse.Namespace, report: Report)
 
     requests = args.requests
     slot = 0
-    loads: dict[tuple[str, int], Load] = {}
+    rounds: dict[tuple[str, int], list[Load]] = {}
 
-    def measure(name: str, base: str, path: str, salt: int) -> None:
+    def measure(name: str, base: str, path: str, clients: int, salt: int) -> None:
         nonlocal slot
-        warm = plans(fixture, slot, WARM_UP, salt)
-        slot += WARM_UP
-        load(f"{name} warm-up", base, path, warm, 4, args.max_seconds)
-        for clients in (1, 8):
-            work = plans(fixture, slot, requests, salt + clients)
-            slot += requests
-            result = load(f"{name}, {clients} clients", base, path, work, clients, args.max_seconds)
-            loads[name, clients] = result
-            print(
-                f"  {kind} create booking, {name}, {clients} client(s):".ljust(52) + result.line()
-            )
+        work = plans(fixture, slot, requests, salt)
+        slot += requests
+        result = load(f"{name}, {clients} clients", base, path, work, clients, args.max_seconds)
+        rounds.setdefault((name, clients), []).append(result)
+        round_number = len(rounds[name, clients])
+        print(
+            f"  {kind} create booking, {name}, {clients} client(s), round {round_number}:".ljust(62)
+            + result.line()
+        )
 
     # Servers see the rate limit raised: 64 users sending hundreds of requests a second.
+    # Both servers run side by side and take turns, a round at a time, in alternating order:
+    # this machine's speed drifts (by up to 2x within minutes), and so both see the same drift.
     with (
         environment(LABSHARE_BOOKING_CREATIONS_PER_MINUTE="1000000"),
-        served(database, workers=workers) as base,
+        served(database, workers=workers) as labshare_base,
+        ceiling_served(database, workers) as ceiling_base,
     ):
-        http_results = http_reads(kind, base, fixture, args.calls)
+        http_results = http_reads(kind, labshare_base, fixture, args.calls)
         for label, samples in http_results:
             print(f"  {label:48} p50 {p(samples, 50):7.2f} ms  p95 {p(samples, 95):7.2f} ms")
-        measure("labshare", base, "/api/v1/bookings", 0)
-    with ceiling_served(database, workers) as base:
-        measure("ceiling", base, "/book", 100)
+        servers = [
+            ("labshare", labshare_base, "/api/v1/bookings", 0),
+            ("ceiling", ceiling_base, "/book", 100),
+        ]
+        for name, base, path, salt in servers:
+            load(f"{name} warm-up", base, path, plans(fixture, slot, WARM_UP, salt), 4, 60)
+            slot += WARM_UP
+        for round_index in range(args.rounds):
+            for clients in (1, 8):
+                turn = servers if round_index % 2 == 0 else servers[::-1]
+                for name, base, path, salt in turn:
+                    measure(name, base, path, clients, salt + clients + 10 * round_index)
+    loads = {key: pooled(results) for key, results in rounds.items()}
 
     for clients in (1, 8):
         ours, ceiling = loads["labshare", clients], loads["ceiling", clients]
         share = ours.throughput / ceiling.throughput
+        each_round = "/".join(
+            f"{a.throughput / b.throughput:.0%}"
+            for a, b in zip(rounds["labshare", clients], rounds["ceiling", clients], strict=True)
+        )
         report.add(
             kind,
             f"create, {clients} client(s), {workers} worker(s): throughput",
             f"{ours.throughput:.1f} req/s",
             f"{ceiling.throughput:.1f} req/s",
-            f"{share:.0%}",
+            f"{share:.0%} (rounds {each_round})",
             share >= TARGET_THROUGHPUT_SHARE,
         )
         ours_p99, ceiling_p99 = p(ours.latencies_ms, 99), p(ceiling.latencies_ms, 99)
@@ -875,7 +906,10 @@ def main() -> None:
     )
     parser.add_argument("--instruments", type=int, default=5000)
     parser.add_argument("--bookings", type=int, default=200_000)
-    parser.add_argument("--requests", type=int, default=600, help="per load run (4 per database)")
+    parser.add_argument(
+        "--requests", type=int, default=600, help="per load run (4 per round and database)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="turns of each server")
     parser.add_argument("--calls", type=int, default=100, help="per read measurement")
     parser.add_argument("--max-seconds", type=float, default=120, help="per load run")
     parser.add_argument(
