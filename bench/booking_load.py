@@ -25,7 +25,7 @@ Targets, on SQLite (1 server process) and PostgreSQL (2 server processes):
 Traffic goes to 127.0.0.1 only; each database is made for the run and dropped afterwards.
 
     .venv/bin/python bench/booking_load.py [--only sqlite|postgres] [--requests 600]
-        [--rounds 3] [--calls 100] [--instruments 5000] [--bookings 200000] [--max-seconds 120]
+        [--rounds 4] [--calls 100] [--instruments 5000] [--bookings 200000] [--max-seconds 120]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 """
 
@@ -826,7 +826,14 @@ def run(kind: str, database: Database, args: argparse.Namespace, report: Report)
             ("ceiling", ceiling_base, "/book", 100),
         ]
         for name, base, path, salt in servers:
-            load(f"{name} warm-up", base, path, plans(fixture, slot, WARM_UP, salt), 4, 60)
+            load(
+                f"{name} warm-up",
+                base,
+                path,
+                plans(fixture, slot, WARM_UP, salt),
+                4,
+                args.max_seconds,
+            )
             slot += WARM_UP
         for round_index in range(args.rounds):
             for clients in (1, 8):
@@ -909,7 +916,12 @@ def main() -> None:
     parser.add_argument(
         "--requests", type=int, default=600, help="per load run (4 per round and database)"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="turns of each server")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="turns of each server (even: each goes first as often)",
+    )
     parser.add_argument("--calls", type=int, default=100, help="per read measurement")
     parser.add_argument("--max-seconds", type=float, default=120, help="per load run")
     parser.add_argument(

@@ -97,18 +97,25 @@ def booking_payload(booking: Booking) -> dict[str, Any]:
     }
 
 
-@functools.cache
-def _audit_and_event(dialect: str) -> tuple[Any, ...]:
-    """The INSERTs of a change's audit entry and outbox event, with one set of parameters.
+_ENTRY_PARAMETERS = (
+    "occurred_at",
+    "actor_id",
+    "action",
+    "subject_type",
+    "subject_id",
+    "data",
+    "request_id",
+)
 
-    On PostgreSQL one statement (the entry a data-modifying CTE of the event's INSERT): one
-    round trip to the server, not two, for every change of every booking.
-    """
+
+@functools.cache
+def _audit_and_event() -> tuple[Any, Any, Any]:
+    """The INSERTs of a change's audit entry, of its outbox event, and of both in one statement
+    (PostgreSQL: the entry a data-modifying CTE of the event's INSERT)."""
     entry_table: sa.Table = audit.AuditEntry.__table__  # type: ignore[attr-defined]
     event_table: sa.Table = events.OutboxEvent.__table__  # type: ignore[attr-defined]
-    entry_columns = ("occurred_at", "actor_id", "action", "subject_type", "subject_id", "data")
     insert_entry = sa.insert(entry_table).values(
-        {name: sa.bindparam(name) for name in (*entry_columns, "request_id")}
+        {name: sa.bindparam(name) for name in _ENTRY_PARAMETERS}
     )
     insert_event = sa.insert(event_table).values(
         topic=sa.bindparam("topic"),
@@ -119,9 +126,8 @@ def _audit_and_event(dialect: str) -> tuple[Any, ...]:
         created_at=sa.bindparam("occurred_at"),
         available_at=sa.bindparam("occurred_at"),
     )
-    if dialect == "postgresql":
-        return (insert_event.add_cte(insert_entry.cte("booking_audit_entry")),)
-    return insert_entry, insert_event
+    both = insert_event.add_cte(insert_entry.cte("booking_audit_entry"))
+    return insert_entry, insert_event, both
 
 
 def record_change(
@@ -132,20 +138,29 @@ def record_change(
     The same rows as ``audit.record`` and ``events.emit`` write, as plain INSERTs: on the hot
     path the ORM's objects and flushes cost several times the statements themselves.
     """
-    connection = session.connection()
-    parameters = {
-        "occurred_at": now(),
+    current = now()
+    entry = {
+        "occurred_at": current,
         "actor_id": actor_id,
         "action": f"booking.{action}",
         "subject_type": "booking",
         "subject_id": str(booking.id or 0),
         "data": {"status": booking.status, **data},
         "request_id": audit.current_request_id.get(),
+    }
+    event = {
         "topic": f"booking.{action}",
         "payload": booking_payload(booking) | data,
+        "occurred_at": current,
     }
-    for statement in _audit_and_event(connection.dialect.name):
-        connection.execute(statement, parameters)
+    insert_entry, insert_event, both = _audit_and_event()
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # One round trip to the server, not two, for every change of every booking.
+        connection.execute(both, entry | event)
+    else:
+        connection.execute(insert_entry, entry)
+        connection.execute(insert_event, event)
 
 
 # --- Who may see and do what ---------------------------------------------------------------

@@ -67,7 +67,17 @@ def _mount_static(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
 
 
-def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+def serving_app() -> FastAPI:
+    """The app as ``labshare serve`` runs it (uvicorn's factory, in each worker process)."""
+    return create_app(freeze_after_startup=True)
+
+
+def create_app(
+    settings: Settings | None = None,
+    database: Database | None = None,
+    *,
+    freeze_after_startup: bool = False,
+) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, as_json=settings.log_json)
 
@@ -75,12 +85,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # What start-up built (modules, models, routes: some 230,000 objects) lives as long as
         # the server. Frozen, the garbage collector's full passes skip it; unfrozen, one full
-        # pass stopped a server for 100-370 ms in the middle of serving requests.
-        gc.freeze()
+        # pass stopped a server for 100-370 ms in the middle of serving requests. (Not in
+        # tests, where one process starts many apps and each should be collected.)
+        if freeze_after_startup:
+            gc.freeze()
         try:
             yield
         finally:
-            gc.unfreeze()
+            if freeze_after_startup:
+                gc.unfreeze()
             app.state.database.dispose()
 
     app = FastAPI(

@@ -84,7 +84,7 @@ def serve(
     database.dispose()
     console.print(f"labshare on http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(
-        "web.app:create_app",
+        "web.app:serving_app",
         factory=True,
         host=host,
         port=port,

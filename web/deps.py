@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
@@ -67,12 +66,6 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
             session.close()
 
 
-# Per event loop (a test may drive one app from several): an asyncio lock belongs to one loop.
-_writer_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 async def in_writer_turn(request: Request, work: Callable[..., T], *args: object) -> T:
     """Run a unit of work that writes in the thread pool; on SQLite one at a time, in arrival
     order.
@@ -86,10 +79,13 @@ async def in_writer_turn(request: Request, work: Callable[..., T], *args: object
     """
     if database_of(request).dialect != "sqlite":
         return await run_in_threadpool(work, *args)
+    # An asyncio lock belongs to the loop it first waited on; a test may drive one app from
+    # several loops, one after another.
     loop = asyncio.get_running_loop()
-    turn = _writer_turns.get(loop)
-    if turn is None:
-        turn = _writer_turns[loop] = asyncio.Lock()
+    state = request.app.state
+    if getattr(state, "writer_turn_loop", None) is not loop:
+        state.writer_turn_loop, state.writer_turn = loop, asyncio.Lock()
+    turn: asyncio.Lock = state.writer_turn
     async with turn:
         return await run_in_threadpool(work, *args)
 
