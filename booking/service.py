@@ -329,26 +329,9 @@ def _quota_problems(
     return problems
 
 
-@functools.cache
-def _no_shows_since() -> Any:
-    booking = BOOKING_TABLE.c
-    return (
-        sa.select(booking.start_at)
-        .where(
-            booking.user_id == sa.bindparam("user_id"),
-            booking.status == BookingStatus.NO_SHOW,
-            booking.start_at >= sa.bindparam("since"),
-        )
-        .order_by(booking.start_at.desc())
-    )
-
-
 def suspension_until(session: Session, *, user_id: int, policy: BookingPolicy) -> datetime | None:
     """When a user's booking rights return after repeated no-shows, or None if not suspended."""
-    current = now()
-    parameters = {"user_id": user_id, "since": current - policy.no_show_window}
-    recent = _core_rows(session, _no_shows_since(), parameters).scalars().all()
-    return _suspended_until(recent, policy, current)
+    return _rate_and_suspension(session, creator_id=None, user_id=user_id, policy=policy)
 
 
 def _suspended_until(
@@ -365,19 +348,10 @@ def _suspended_until(
 def _standing() -> Any:
     """The booking requests a user made in the last minute (none for no one), with each of
     the booked user's recent no-shows, newest first: a row per no-show, one if none."""
-    booking, no_show = BOOKING_TABLE.c, BOOKING_TABLE.alias("no_show")
-    made = (
-        sa.select(sa.func.count())
-        .select_from(BOOKING_TABLE)
-        .where(
-            booking.created_by_id == sa.bindparam("creator_id"),
-            booking.created_at > sa.bindparam("created_since"),
-        )
-        .scalar_subquery()
-    )
+    no_show = BOOKING_TABLE.alias("no_show")
     one_row = sa.select(sa.literal(1).label("one")).subquery()
     return (
-        sa.select(made.label("made"), no_show.c.start_at)
+        sa.select(_creations_since().scalar_subquery().label("made"), no_show.c.start_at)
         .select_from(
             one_row.outerjoin(
                 no_show,
@@ -395,8 +369,9 @@ def _standing() -> Any:
 def _rate_and_suspension(
     session: Session, *, creator_id: int | None, user_id: int, policy: BookingPolicy
 ) -> datetime | None:
-    """Refuse (429) a creator over the rate limit; else when the booked user's suspension
-    ends, or None. One statement for what every booking request checks first."""
+    """Refuse (429) a creator over the rate limit (None: nobody's requests are counted);
+    else when the booked user's suspension ends, or None. One statement for what every
+    booking request checks first."""
     current = now()
     parameters = {
         "creator_id": creator_id,
@@ -664,8 +639,8 @@ def _creations_since() -> Any:
         sa.select(sa.func.count())
         .select_from(BOOKING_TABLE)
         .where(
-            booking.created_by_id == sa.bindparam("user_id"),
-            booking.created_at > sa.bindparam("since"),
+            booking.created_by_id == sa.bindparam("creator_id"),
+            booking.created_at > sa.bindparam("created_since"),
         )
     )
 
@@ -683,7 +658,7 @@ def _throttled() -> Throttled:
 
 def check_rate(session: Session, *, user_id: int, policy: BookingPolicy) -> None:
     """Refuse (429) a user who made too many booking requests in the last minute."""
-    parameters = {"user_id": user_id, "since": _rate_window_start(now())}
+    parameters = {"creator_id": user_id, "created_since": _rate_window_start(now())}
     made = _core_rows(session, _creations_since(), parameters).scalar_one()
     if made >= policy.creations_per_minute:
         raise _throttled()
@@ -708,8 +683,10 @@ def create_booking(
         facility_id = catalogue.instrument_with_facility(session, data.instrument_id)[1].id or 0
         if not actor.manages_facility(facility_id):
             raise PermissionDenied("Only a lab manager of the facility books for other users.")
-    # Lab managers and admins are not rate-limited.
-    counted = actor is not None and not (actor.managed_facility_ids or actor.is_admin)
+    # A series' occurrences count as one request; lab managers and admins are not limited.
+    rate_limited_creator = None
+    if rate_limited and actor is not None and not (actor.managed_facility_ids or actor.is_admin):
+        rate_limited_creator = actor.user_id
     checked = check_request(
         session,
         actor=actor,
@@ -722,7 +699,7 @@ def create_booking(
         policy=policy,
         # Nothing is written before the insert, which refuses an overlap itself (409).
         check_overlap=False,
-        rate_limited_creator=actor.user_id if rate_limited and counted and actor else None,
+        rate_limited_creator=rate_limited_creator,
     )
     current = now()
     booking = Booking(

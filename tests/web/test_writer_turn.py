@@ -1,4 +1,5 @@
-"""Writes queue for SQLite's one writer in arrival order; PostgreSQL's run side by side."""
+"""Writes queue for SQLite's one writer in arrival order; PostgreSQL's run side by side.
+Each ends its transaction before its answer goes out: committed, or rolled back if it failed."""
 
 from __future__ import annotations
 
@@ -21,6 +22,25 @@ def run_on_a_loop_of_its_own(main: Coroutine[Any, Any, T]) -> T:
     in this one."""
     with ThreadPoolExecutor(max_workers=1) as thread:
         return thread.submit(asyncio.run, main).result()
+
+
+class RecordingSession:
+    """A session whose work wrote something: it records how each transaction ended."""
+
+    def __init__(self) -> None:
+        self.endings: list[str] = []
+        self.lock = threading.Lock()
+
+    def in_transaction(self) -> bool:
+        return True
+
+    def commit(self) -> None:
+        with self.lock:
+            self.endings.append("committed")
+
+    def rollback(self) -> None:
+        with self.lock:
+            self.endings.append("rolled back")
 
 
 def request_on(dialect: str) -> Any:
@@ -48,16 +68,20 @@ def run_writes(dialect: str) -> tuple[list[int], int]:
             running -= 1
         return number
 
+    session = RecordingSession()
+
     async def main() -> list[int]:
         request = request_on(dialect)
         tasks = []
         for number in range(WRITES):
-            tasks.append(asyncio.create_task(in_writer_turn(request, write, number)))
+            task = in_writer_turn(request, session, write, number)  # type: ignore[arg-type]
+            tasks.append(asyncio.create_task(task))
             await asyncio.sleep(0)  # the write has arrived (is waiting its turn) before the next
         return list(await asyncio.gather(*tasks))
 
     answers = run_on_a_loop_of_its_own(main())
     assert answers == list(range(WRITES))
+    assert session.endings == ["committed"] * WRITES
     return started, most
 
 
@@ -72,16 +96,20 @@ def test_on_postgresql_writes_run_side_by_side() -> None:
     assert most > 1
 
 
-def test_a_failed_write_passes_its_error_on_and_frees_the_turn() -> None:
+def test_a_failed_write_is_rolled_back_passes_its_error_on_and_frees_the_turn() -> None:
+    session = RecordingSession()
+
     def failing() -> None:
         raise ValueError("refused")
 
     async def main() -> tuple[str, int]:
         request = request_on("sqlite")
         try:
-            await in_writer_turn(request, failing)
+            await in_writer_turn(request, session, failing)  # type: ignore[arg-type]
         except ValueError as exc:
             error = str(exc)
-        return error, await asyncio.wait_for(in_writer_turn(request, lambda: 7), timeout=5)
+        after = in_writer_turn(request, session, lambda: 7)  # type: ignore[arg-type]
+        return error, await asyncio.wait_for(after, timeout=5)
 
     assert run_on_a_loop_of_its_own(main()) == ("refused", 7)
+    assert session.endings == ["rolled back", "committed"]

@@ -117,31 +117,11 @@ async def create_booking(
     # The hot path: the caller is looked up in the same worker thread as the booking is made
     # (one round trip to the thread pool, not two).
     return await in_writer_turn(
-        request, _create_booking, request, data, token, session, settings, idempotency_key
+        request, session, _create_booking, request, data, token, session, settings, idempotency_key
     )
 
 
 def _create_booking(
-    request: Request,
-    data: BookingCreate,
-    token: str,
-    session: Session,
-    settings: Settings,
-    idempotency_key: str | None,
-) -> Response:
-    """The booking's answer; its transaction ends here either way, so the writer is free for
-    the next request before this one's answer is sent."""
-    try:
-        answer = _booking_answer(request, data, token, session, settings, idempotency_key)
-        if session.in_transaction():  # a retry answered from the first attempt's record
-            session.commit()
-        return answer
-    except BaseException:
-        session.rollback()
-        raise
-
-
-def _booking_answer(
     request: Request,
     data: BookingCreate,
     token: str,
