@@ -17,7 +17,8 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -48,7 +49,7 @@ from core.settings import Settings
 from instruments import queries as catalogue
 from instruments import service as instruments
 from instruments.models import Facility, Instrument
-from instruments.rules import ApprovalMode, InstrumentStatus, OperationMode
+from instruments.rules import ApprovalMode, OperationMode
 
 BOOKING_TABLE: sa.Table = Booking.__table__  # type: ignore[attr-defined]
 
@@ -226,10 +227,8 @@ def _transition(
 # --- Requests ------------------------------------------------------------------------------
 
 
-def _week_bounds(moment: datetime, facility: Facility) -> tuple[datetime, datetime]:
-    from zoneinfo import ZoneInfo
-
-    local = moment.astimezone(ZoneInfo(facility.timezone))
+def _week_bounds(moment: datetime, zone: str) -> tuple[datetime, datetime]:
+    local = moment.astimezone(ZoneInfo(zone))
     monday = (local - timedelta(days=local.weekday())).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
@@ -249,11 +248,20 @@ def _held_hours(session: Session, condition: Any, start: datetime, end: datetime
     return sum((min(e, end) - max(s, start)).total_seconds() / 3600 for s, e in rows)
 
 
+class _QuotaLimits(Protocol):
+    """An instrument's quotas (the instrument, or a row of its columns)."""
+
+    id: int | None
+    user_weekly_hours_limit: int | None
+    organisation_weekly_hours_limit: int | None
+    user_future_bookings_limit: int | None
+
+
 def _quota_problems(
     session: Session,
     *,
-    instrument: Instrument,
-    facility: Facility,
+    instrument: _QuotaLimits,
+    zone: str,
     user_id: int,
     organisation_id: int | None,
     start: datetime,
@@ -269,7 +277,7 @@ def _quota_problems(
         return []
     problems = []
     hours = (end - start).total_seconds() / 3600
-    week_start, week_end = _week_bounds(start, facility)
+    week_start, week_end = _week_bounds(start, zone)
     # A booking being moved is replaced, not added to: it does not count against its move.
     on_instrument = (col(Booking.instrument_id) == instrument.id) & (
         col(Booking.id) != (ignore_booking_id or 0)
@@ -335,55 +343,70 @@ def suspension_until(session: Session, *, user_id: int, policy: BookingPolicy) -
 
 
 def _suspended_until(
-    recent_no_shows: Sequence[datetime], policy: BookingPolicy, current: datetime
+    no_shows: int, newest_no_show: datetime | None, policy: BookingPolicy, current: datetime
 ) -> datetime | None:
-    """The end of a suspension, from the starts of the no-shows in the window, newest first."""
-    if len(recent_no_shows) < policy.suspension_threshold:
+    """The end of a suspension, from the no-shows in the window (how many, the newest start)."""
+    if no_shows < policy.suspension_threshold or newest_no_show is None:
         return None
-    until = recent_no_shows[0] + policy.suspension
+    until = newest_no_show + policy.suspension
     return until if until > current else None
 
 
 @functools.cache
-def _standing() -> Any:
-    """The booking requests a user made in the last minute (none for no one), with each of
-    the booked user's recent no-shows, newest first: a row per no-show, one if none."""
-    no_show = BOOKING_TABLE.alias("no_show")
-    one_row = sa.select(sa.literal(1).label("one")).subquery()
-    return (
-        sa.select(_creations_since().scalar_subquery().label("made"), no_show.c.start_at)
-        .select_from(
-            one_row.outerjoin(
-                no_show,
-                sa.and_(
-                    no_show.c.user_id == sa.bindparam("user_id"),
-                    no_show.c.status == BookingStatus.NO_SHOW,
-                    no_show.c.start_at >= sa.bindparam("no_show_since"),
-                ),
-            )
-        )
-        .order_by(no_show.c.start_at.desc())
+def _standing_columns() -> tuple[Any, Any, Any]:
+    """What every booking request checks first, as scalar subqueries: the requests its creator
+    made in the last minute (none for no one), and the booked user's recent no-shows (how many,
+    the newest start)."""
+    booking = BOOKING_TABLE.c
+    recent_no_show = sa.and_(
+        booking.user_id == sa.bindparam("user_id"),
+        booking.status == BookingStatus.NO_SHOW,
+        booking.start_at >= sa.bindparam("no_show_since"),
     )
+    return (
+        _creations_since().scalar_subquery().label("made"),
+        sa.select(sa.func.count()).where(recent_no_show).scalar_subquery().label("no_shows"),
+        sa.select(sa.func.max(booking.start_at))
+        .where(recent_no_show)
+        .scalar_subquery()
+        .label("newest_no_show"),
+    )
+
+
+@functools.cache
+def _standing() -> Any:
+    return sa.select(*_standing_columns())
+
+
+def _standing_parameters(
+    creator_id: int | None, user_id: int, policy: BookingPolicy, current: datetime
+) -> dict[str, Any]:
+    return {
+        "creator_id": creator_id,
+        "created_since": _rate_window_start(current),
+        "user_id": user_id,
+        "no_show_since": current - policy.no_show_window,
+    }
+
+
+def _standing_answer(
+    row: Any, *, creator_id: int | None, policy: BookingPolicy, current: datetime
+) -> datetime | None:
+    """429 for a creator over the rate limit; else when the booked user's suspension ends."""
+    if creator_id is not None and row.made >= policy.creations_per_minute:
+        raise _throttled()
+    return _suspended_until(row.no_shows, row.newest_no_show, policy, current)
 
 
 def _rate_and_suspension(
     session: Session, *, creator_id: int | None, user_id: int, policy: BookingPolicy
 ) -> datetime | None:
     """Refuse (429) a creator over the rate limit (None: nobody's requests are counted);
-    else when the booked user's suspension ends, or None. One statement for what every
-    booking request checks first."""
+    else when the booked user's suspension ends, or None."""
     current = now()
-    parameters = {
-        "creator_id": creator_id,
-        "created_since": _rate_window_start(current),
-        "user_id": user_id,
-        "no_show_since": current - policy.no_show_window,
-    }
-    rows = _core_rows(session, _standing(), parameters).all()
-    if creator_id is not None and rows[0].made >= policy.creations_per_minute:
-        raise _throttled()
-    recent = [row.start_at for row in rows if row.start_at is not None]
-    return _suspended_until(recent, policy, current)
+    parameters = _standing_parameters(creator_id, user_id, policy, current)
+    row = _core_rows(session, _standing(), parameters).one()
+    return _standing_answer(row, creator_id=creator_id, policy=policy, current=current)
 
 
 def _suspension_problems(until: datetime | None, *, whose: str) -> list[Problem]:
@@ -478,11 +501,50 @@ def insert_held(session: Session, booking: Booking) -> Booking:
 
 @dataclass(frozen=True)
 class _Checked:
-    instrument: Instrument
-    facility: Facility
-    user: User
+    facility_id: int
+    organisation_id: int | None  # the booked user's
+    buffer_minutes: int
     status: BookingStatus
     overridden: list[str]
+
+
+@functools.cache
+def _request_terms() -> Any:
+    """Everything a booking request is checked against, in one statement: the instrument's
+    calendar rows (a row per outage in the window), with its rules and quotas, the booked
+    user, whether the user holds a valid qualification, and the standing every request checks
+    first (bound: ``ids`` = [the instrument], ``start``/``end`` of the window, ``user_id``,
+    ``qualified_at``, and the standing's parameters)."""
+    instrument: sa.Table = Instrument.__table__  # type: ignore[attr-defined]
+    user: sa.Table = User.__table__  # type: ignore[attr-defined]
+    i = instrument.c
+    qualified = sa.exists().where(
+        instruments.qualification_valid_at(
+            sa.bindparam("user_id"), i.id, sa.bindparam("qualified_at")
+        )
+    )
+    return (
+        catalogue.calendar_rows()
+        .add_columns(
+            i.operation_mode,
+            i.requires_qualification,
+            i.approval_mode,
+            i.min_duration_minutes,
+            i.max_duration_minutes,
+            i.max_advance_days,
+            i.min_notice_minutes,
+            i.unattended_runs_allowed,
+            i.user_weekly_hours_limit,
+            i.organisation_weekly_hours_limit,
+            i.user_future_bookings_limit,
+            user.c.id.label("user_id"),
+            user.c.is_active.label("user_active"),
+            user.c.organisation_id.label("user_organisation_id"),
+            sa.case((i.requires_qualification, qualified), else_=sa.true()).label("qualified"),
+            *_standing_columns(),
+        )
+        .outerjoin(user, user.c.id == sa.bindparam("user_id"))
+    )
 
 
 def check_request(
@@ -507,45 +569,49 @@ def check_request(
     anything else is checked."""
     if start.tzinfo is None or end.tzinfo is None:
         raise RuleViolation([Problem("naive_time", "Times need an offset.", "start")])
-    suspended_until = _rate_and_suspension(
-        session, creator_id=rate_limited_creator, user_id=user_id, policy=policy
-    )
+    current = now()
     # Opening hours and outages a day either side: a booking's slots and days are local.
-    instrument, facility, calendar = catalogue.instrument_calendar(
-        session,
-        instrument_id=instrument_id,
-        start=start - timedelta(days=1),
-        end=end + timedelta(days=1),
-    )
-    if instrument.status != InstrumentStatus.ACTIVE or not facility.is_active:
-        raise Conflict(
-            f"The instrument is {instrument.status} and cannot be booked.", code="not_bookable"
+    window_start, window_end = start - timedelta(days=1), end + timedelta(days=1)
+    parameters = _standing_parameters(rate_limited_creator, user_id, policy, current) | {
+        "ids": [instrument_id],
+        "start": window_start,
+        "end": window_end,
+        "qualified_at": max(current, end),
+    }
+    rows = _core_rows(session, _request_terms(), parameters).all()
+    if not rows:
+        # Too many requests is still the first answer, even for a missing instrument.
+        _rate_and_suspension(
+            session, creator_id=rate_limited_creator, user_id=user_id, policy=policy
         )
-    user = session.get(User, user_id)
-    if user is None or not user.is_active:
+        raise NotFound("Instrument")
+    terms = rows[0]
+    suspended_until = _standing_answer(
+        terms, creator_id=rate_limited_creator, policy=policy, current=current
+    )
+    calendar = catalogue.calendars_of_rows(session, rows)[instrument_id]
+    if not calendar.bookable:
+        raise Conflict(
+            f"The instrument is {terms.status} and cannot be booked.", code="not_bookable"
+        )
+    if terms.user_id is None or not terms.user_active:
         raise RuleViolation([Problem("unknown_user", "No such active user.", "user_id")])
-    manager = actor is None or actor.manages_facility(facility.id or 0)
+    manager = actor is None or actor.manages_facility(terms.facility_id)
     if override and not manager:
         raise PermissionDenied("Only a lab manager of the facility may override booking rules.")
 
     problems: list[Problem] = list(also)
-    if operated_by is OperatedBy.SELF and instrument.operation_mode == OperationMode.STAFF_OPERATED:
+    if operated_by is OperatedBy.SELF and terms.operation_mode == OperationMode.STAFF_OPERATED:
         problems.append(
             Problem(
                 "staff_only", "Only the facility's staff operate this instrument.", "operated_by"
             )
         )
-    if operated_by is OperatedBy.STAFF and instrument.operation_mode == OperationMode.SELF_OPERATED:
+    if operated_by is OperatedBy.STAFF and terms.operation_mode == OperationMode.SELF_OPERATED:
         problems.append(
             Problem("self_only", "This instrument is operated by its users.", "operated_by")
         )
-    qualified = (
-        not instrument.requires_qualification
-        or instruments.valid_qualification(
-            session, user_id=user_id, instrument_id=instrument_id, until=end
-        )
-        is not None
-    )
+    qualified = bool(terms.qualified)
     if operated_by is OperatedBy.SELF and not qualified and not problems:
         raise PermissionDenied(
             "Operating this instrument yourself needs a valid qualification (training). "
@@ -553,30 +619,30 @@ def check_request(
             code="not_qualified",
         )
     booking_rules = rules.InstrumentBookingRules(
-        slot_minutes=instrument.slot_minutes,
-        min_duration_minutes=instrument.min_duration_minutes,
-        max_duration_minutes=instrument.max_duration_minutes,
-        max_advance_days=instrument.max_advance_days,
-        min_notice_minutes=instrument.min_notice_minutes,
-        buffer_minutes=instrument.buffer_minutes,
-        unattended_runs_allowed=instrument.unattended_runs_allowed,
+        slot_minutes=terms.slot_minutes,
+        min_duration_minutes=terms.min_duration_minutes,
+        max_duration_minutes=terms.max_duration_minutes,
+        max_advance_days=terms.max_advance_days,
+        min_notice_minutes=terms.min_notice_minutes,
+        buffer_minutes=terms.buffer_minutes,
+        unattended_runs_allowed=terms.unattended_runs_allowed,
         zone=calendar.facility.zone,
     )
     problems += rules.request_problems(
         start=start,
         end=end,
-        now=now(),
+        now=current,
         rules=booking_rules,
-        open_intervals=calendar.open_intervals(start - timedelta(days=1), end + timedelta(days=1)),
+        open_intervals=calendar.open_intervals(window_start, window_end),
         outages=calendar.outages,
     )
     if not any(p.code == "end_not_after_start" for p in problems):
         problems += _quota_problems(
             session,
-            instrument=instrument,
-            facility=facility,
+            instrument=terms,
+            zone=terms.timezone,
             user_id=user_id,
-            organisation_id=user.organisation_id,
+            organisation_id=terms.user_organisation_id,
             start=start,
             end=end,
             ignore_booking_id=ignore_booking_id,
@@ -598,7 +664,7 @@ def check_request(
         taken = [
             b
             for b in overlapping(
-                session, instrument_id, start, rules.held_until(end, instrument.buffer_minutes)
+                session, instrument_id, start, rules.held_until(end, terms.buffer_minutes)
             )
             if b.id != ignore_booking_id
         ]
@@ -609,10 +675,12 @@ def check_request(
             "The time is already booked.", code="overlap", problems=_overlap_problems(taken)
         )
 
-    automatic = instrument.approval_mode == ApprovalMode.AUTOMATIC_FOR_QUALIFIED
+    automatic = terms.approval_mode == ApprovalMode.AUTOMATIC_FOR_QUALIFIED
     confirmed = manager or (automatic and operated_by is OperatedBy.SELF and qualified)
     status = BookingStatus.CONFIRMED if confirmed else BookingStatus.PENDING
-    return _Checked(instrument, facility, user, status, overridden)
+    return _Checked(
+        terms.facility_id, terms.user_organisation_id, terms.buffer_minutes, status, overridden
+    )
 
 
 def organisation_of(session: Session, user_id: int) -> int | None:
@@ -704,12 +772,12 @@ def create_booking(
     current = now()
     booking = Booking(
         instrument_id=data.instrument_id,
-        facility_id=checked.facility.id or 0,
+        facility_id=checked.facility_id,
         user_id=user_id,
-        organisation_id=checked.user.organisation_id,
+        organisation_id=checked.organisation_id,
         start_at=data.start,
         end_at=data.end,
-        held_until=rules.held_until(data.end, checked.instrument.buffer_minutes),
+        held_until=rules.held_until(data.end, checked.buffer_minutes),
         status=checked.status,
         operated_by=data.operated_by,
         purpose=data.purpose,
@@ -885,7 +953,7 @@ def move(
         calendar_uid=old.calendar_uid or f"booking-{old.id}",
         start_at=start,
         end_at=end,
-        held_until=rules.held_until(end, checked.instrument.buffer_minutes),
+        held_until=rules.held_until(end, checked.buffer_minutes),
         status=status,
         version=old.version + 1,
         overrides=checked.overridden,
@@ -981,7 +1049,7 @@ def _receiver_problems(
     problems += _quota_problems(
         session,
         instrument=instrument,
-        facility=facility,
+        zone=facility.timezone,
         user_id=receiver.id,
         organisation_id=receiver.organisation_id,
         start=booking.start_at,

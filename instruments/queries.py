@@ -486,10 +486,11 @@ def _load_facility_calendars(
 
 
 @functools.cache
-def _calendar_rows() -> sa.Select[Any]:
+def calendar_rows() -> sa.Select[Any]:
     """Instruments (``ids``) with their facility's calendar columns and, joined, the outages
     (their own and their facility's) overlapping ``[start, end)``: a row per outage, one if
-    none. Built once with bound parameters: building a statement costs more than running it."""
+    none; :func:`calendars_of_rows` reads them. Built once with bound parameters: building a
+    statement costs more than running it. A caller may add columns and joins of its own."""
     instrument: sa.Table = Instrument.__table__  # type: ignore[attr-defined]
     facility: sa.Table = Facility.__table__  # type: ignore[attr-defined]
     outage: sa.Table = Outage.__table__  # type: ignore[attr-defined]
@@ -530,7 +531,13 @@ def load_calendars(
     if not ids:
         return {}
     parameters = {"ids": ids, "start": start, "end": end}
-    rows = session.connection().execute(_calendar_rows(), parameters).all()
+    rows = session.connection().execute(calendar_rows(), parameters).all()
+    return calendars_of_rows(session, rows)
+
+
+def calendars_of_rows(session: Session, rows: Sequence[Any]) -> dict[int, InstrumentCalendar]:
+    """The calendars in rows of :func:`calendar_rows` (the facilities' weeks from the cache, or
+    read)."""
     facilities = _load_facility_calendars(
         session,
         {

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, delete, select
 
 from core import audit
@@ -662,6 +663,17 @@ def is_valid(qualification: Qualification, at: datetime) -> bool:
     )
 
 
+def qualification_valid_at(user_id: Any, instrument_id: Any, at: Any) -> sa.ColumnElement[bool]:
+    """Where a qualification of the user on the instrument is valid at ``at`` (values or SQL
+    expressions, e.g. the bound parameters of a statement built once)."""
+    return sa.and_(
+        col(Qualification.user_id) == user_id,
+        col(Qualification.instrument_id) == instrument_id,
+        col(Qualification.revoked_at).is_(None),
+        col(Qualification.expires_at).is_(None) | (col(Qualification.expires_at) > at),
+    )
+
+
 def valid_qualification(
     session: Session, *, user_id: int, instrument_id: int, until: datetime | None = None
 ) -> Qualification | None:
@@ -669,12 +681,7 @@ def valid_qualification(
     e.g. the end of a booking), if any."""
     current = max(now(), until) if until is not None else now()
     return session.exec(
-        select(Qualification).where(
-            Qualification.user_id == user_id,
-            Qualification.instrument_id == instrument_id,
-            col(Qualification.revoked_at).is_(None),
-            (col(Qualification.expires_at).is_(None)) | (col(Qualification.expires_at) > current),
-        )
+        select(Qualification).where(qualification_valid_at(user_id, instrument_id, current))
     ).first()
 
 
