@@ -14,10 +14,10 @@ outbox event in the caller's transaction.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -52,6 +52,8 @@ from instruments.models import Facility, Instrument
 from instruments.rules import ApprovalMode, OperationMode
 
 BOOKING_TABLE: sa.Table = Booking.__table__  # type: ignore[attr-defined]
+BOOKING_MAPPER: sa.orm.Mapper[Booking] = sa.inspect(Booking)
+_NEW_BOOKING_COLUMNS = frozenset(BOOKING_TABLE.c.keys()) - {"id"}
 
 
 def _core_rows(session: Session, statement: Any, parameters: dict[str, Any]) -> Any:
@@ -461,22 +463,40 @@ def _insert_booking(dialect: str) -> Any:
     return sa.insert(BOOKING_TABLE).returning(BOOKING_TABLE.c.id)
 
 
-def insert_held(session: Session, booking: Booking) -> Booking:
-    """Insert a held booking; the database refuses an overlap (409), whatever raced us.
+@functools.cache
+def _booking_defaults() -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
+    """The model's defaults of a booking's columns: values, and factories called per booking."""
+    values: dict[str, Any] = {}
+    factories: dict[str, Callable[[], Any]] = {}
+    for name, field in Booking.model_fields.items():
+        if name == "id" or field.is_required():
+            continue
+        if field.default_factory is not None:
+            factories[name] = cast(Callable[[], Any], field.default_factory)
+        else:
+            values[name] = field.default
+    return values, factories
 
-    One statement, without the ORM's unit of work: the booking then joins the session as
-    the persistent row it is (times in UTC, as read back). On SQLite the overlap trigger
-    aborts only the INSERT itself, so the transaction goes on to name the conflict.
+
+def insert_held(session: Session, **columns: Any) -> Booking:
+    """Insert a held booking with these columns (the model's defaults for the others); the
+    database refuses an overlap (409), whatever raced us.
+
+    One statement, without the ORM's unit of work; the booking then joins the session as the
+    persistent row it is (times in UTC, as read back), made as the ORM makes a row it loads,
+    without the model's ``__init__`` (on the booking request's hot path that cost more than
+    the INSERT's own Python). On SQLite the overlap trigger aborts only the INSERT itself, so
+    the transaction goes on to name the conflict.
     """
-    values = {}
-    for column in BOOKING_TABLE.c:
-        if column.key != "id":
-            value = getattr(booking, column.key)
-            if isinstance(value, datetime) and value.tzinfo is not UTC:
-                value = value.astimezone(UTC)
-                setattr(booking, column.key, value)
-            values[column.key] = value
-    values["overrides"] = list(booking.overrides)
+    defaults, factories = _booking_defaults()
+    values = defaults | {name: make() for name, make in factories.items() if name not in columns}
+    values |= columns
+    if values.keys() != _NEW_BOOKING_COLUMNS:
+        raise TypeError(f"booking columns wrong or missing: {sorted(values)}")
+    for key, value in values.items():
+        if isinstance(value, datetime) and value.tzinfo is not UTC:
+            values[key] = value.astimezone(UTC)
+    values["overrides"] = list(values["overrides"])
     connection = session.connection()
     try:
         booking_id = connection.execute(_insert_booking(connection.dialect.name), values).scalar()
@@ -485,11 +505,14 @@ def insert_held(session: Session, booking: Booking) -> Booking:
             raise
         booking_id = None
     if booking_id is None:
-        found = overlapping(session, booking.instrument_id, booking.start_at, booking.held_until)
+        found = overlapping(
+            session, values["instrument_id"], values["start_at"], values["held_until"]
+        )
         raise Conflict(
             "The time is already booked.", code="overlap", problems=_overlap_problems(found)
         )
-    booking.id = booking_id
+    booking: Booking = BOOKING_MAPPER.class_manager.new_instance()
+    booking.__dict__.update(values, id=booking_id)
     # A savepoint rolled back earlier may have left a booking with this (reused) id behind.
     stale = session.identity_map.get(identity_key(Booking, booking_id))
     if stale is not None:
@@ -770,7 +793,8 @@ def create_booking(
         rate_limited_creator=rate_limited_creator,
     )
     current = now()
-    booking = Booking(
+    booking = insert_held(
+        session,
         instrument_id=data.instrument_id,
         facility_id=checked.facility_id,
         user_id=user_id,
@@ -791,7 +815,6 @@ def create_booking(
         created_at=current,
         updated_at=current,
     )
-    booking = insert_held(session, booking)
     action = "confirmed" if booking.status is BookingStatus.CONFIRMED else "requested"
     record_change(
         session,
@@ -928,7 +951,8 @@ def move(
     status = BookingStatus.CONFIRMED if old.status is BookingStatus.CONFIRMED else checked.status
     _transition(session, old, "move", BookingStatus.CANCELLED, reason="moved")
     current = now()
-    new = Booking(
+    new = insert_held(
+        session,
         **old.model_dump(
             exclude={
                 "id",
@@ -963,7 +987,6 @@ def move(
         created_at=current,
         updated_at=current,
     )
-    new = insert_held(session, new)
     session.execute(
         sa.update(Booking)
         .where(col(Booking.id) == old.id)

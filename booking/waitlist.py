@@ -117,23 +117,23 @@ def offer_freed_time(
         ):
             continue
         current = now()
-        booking = Booking(
-            instrument_id=instrument_id,
-            facility_id=facility.id or 0,
-            user_id=entry.user_id,
-            organisation_id=service.organisation_of(session, entry.user_id),
-            start_at=entry.start_at,
-            end_at=entry.end_at,
-            held_until=held_until,
-            status=BookingStatus.OFFERED,
-            operated_by=OperatedBy.SELF,
-            offer_expires_at=min(current + timedelta(hours=OFFER_HOURS), entry.start_at),
-            purpose="waitlist offer",
-            created_at=current,
-            updated_at=current,
-        )
         with session.begin_nested():
-            booking = service.insert_held(session, booking)
+            booking = service.insert_held(
+                session,
+                instrument_id=instrument_id,
+                facility_id=facility.id or 0,
+                user_id=entry.user_id,
+                organisation_id=service.organisation_of(session, entry.user_id),
+                start_at=entry.start_at,
+                end_at=entry.end_at,
+                held_until=held_until,
+                status=BookingStatus.OFFERED,
+                operated_by=OperatedBy.SELF,
+                offer_expires_at=min(current + timedelta(hours=OFFER_HOURS), entry.start_at),
+                purpose="waitlist offer",
+                created_at=current,
+                updated_at=current,
+            )
         entry.status = WaitlistStatus.OFFERED
         entry.offered_booking_id = booking.id
         entry.updated_at = current
