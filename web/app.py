@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -65,6 +65,32 @@ def _mount_static(app: FastAPI) -> None:
         else:
             log.warning("front-end package missing: %s (run `npm ci --prefix web`)", directory)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
+
+
+# Every router of the app. FastAPI tries routes in this order, but no path is answered by two
+# routers (tests/web/test_routing.py), so the order only decides how soon a request finds its
+# route: booking requests, the busiest writes, are matched first.
+ROUTERS: tuple[APIRouter, ...] = (
+    bookings_api.router,
+    health.router,
+    auth_api.router,
+    accounts_api.router,
+    instruments_api.router,
+    calendar_api.router,
+    scheduling_api.router,
+    service_requests_api.router,
+    notifications_api.router,
+    reports_api.router,
+    account_pages.router,
+    notice_pages.router,
+    catalogue_pages.router,
+    my_booking_pages.router,
+    manage_pages.router,
+    desk_pages.router,
+    manage_instrument_pages.router,
+    admin_pages.router,
+    report_pages.router,
+)
 
 
 def serving_app() -> FastAPI:
@@ -130,25 +156,8 @@ def create_app(
     )
     app.add_middleware(RequestContextMiddleware)
 
-    app.include_router(health.router)
-    app.include_router(auth_api.router)
-    app.include_router(accounts_api.router)
-    app.include_router(instruments_api.router)
-    app.include_router(bookings_api.router)
-    app.include_router(calendar_api.router)
-    app.include_router(scheduling_api.router)
-    app.include_router(service_requests_api.router)
-    app.include_router(notifications_api.router)
-    app.include_router(reports_api.router)
-    app.include_router(account_pages.router)
-    app.include_router(notice_pages.router)
-    app.include_router(catalogue_pages.router)
-    app.include_router(my_booking_pages.router)
-    app.include_router(manage_pages.router)
-    app.include_router(desk_pages.router)
-    app.include_router(manage_instrument_pages.router)
-    app.include_router(admin_pages.router)
-    app.include_router(report_pages.router)
+    for router in ROUTERS:
+        app.include_router(router)
 
     @app.get("/docs", include_in_schema=False)
     async def api_docs(request: Request) -> HTMLResponse:
