@@ -534,6 +534,15 @@ def test_over_the_rate_limit_a_request_is_429_before_its_other_problems(
 
     with pytest.raises(Throttled):  # suspended too, but told to wait first
         request(lab.researcher, "2026-12-01")
+    with pytest.raises(Throttled):  # even for an instrument that does not exist
+        service.create_booking(
+            session,
+            actor=lab.researcher,
+            data=BookingCreate(
+                instrument_id=10**6, start=at("2026-12-01 10:00"), end=at("2026-12-01 11:00")
+            ),
+            policy=one_a_minute,
+        )
     with frozen(now() + timedelta(minutes=1)):
         with pytest.raises(RuleViolation) as refused:
             request(lab.researcher, "2026-12-01")
