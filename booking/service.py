@@ -23,7 +23,6 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, func, select
 
@@ -36,6 +35,7 @@ from core.accounts.models import User
 from core.accounts.rules import Role
 from core.auth.principal import Principal
 from core.clock import now
+from core.db import as_loaded
 from core.errors import (
     Conflict,
     DomainError,
@@ -52,7 +52,6 @@ from instruments.models import Facility, Instrument
 from instruments.rules import ApprovalMode, OperationMode
 
 BOOKING_TABLE: sa.Table = Booking.__table__  # type: ignore[attr-defined]
-BOOKING_MAPPER: sa.orm.Mapper[Booking] = sa.inspect(Booking)
 _NEW_BOOKING_COLUMNS = frozenset(BOOKING_TABLE.c.keys()) - {"id"}
 
 
@@ -482,11 +481,10 @@ def insert_held(session: Session, **columns: Any) -> Booking:
     """Insert a held booking with these columns (the model's defaults for the others); the
     database refuses an overlap (409), whatever raced us.
 
-    One statement, without the ORM's unit of work; the booking then joins the session as the
-    persistent row it is (times in UTC, as read back), made as the ORM makes a row it loads,
-    without the model's ``__init__`` (on the booking request's hot path that cost more than
-    the INSERT's own Python). On SQLite the overlap trigger aborts only the INSERT itself, so
-    the transaction goes on to name the conflict.
+    One statement, without the ORM's unit of work (nor the model's ``__init__``): the booking
+    then joins the session as the persistent row it is (times in UTC, as read back). On SQLite
+    the overlap trigger aborts only the INSERT itself, so the transaction goes on to name the
+    conflict.
     """
     defaults, factories = _booking_defaults()
     values = defaults | {name: make() for name, make in factories.items() if name not in columns}
@@ -511,15 +509,11 @@ def insert_held(session: Session, **columns: Any) -> Booking:
         raise Conflict(
             "The time is already booked.", code="overlap", problems=_overlap_problems(found)
         )
-    booking: Booking = BOOKING_MAPPER.class_manager.new_instance()
-    booking.__dict__.update(values, id=booking_id)
     # A savepoint rolled back earlier may have left a booking with this (reused) id behind.
     stale = session.identity_map.get(identity_key(Booking, booking_id))
     if stale is not None:
         session.expunge(stale)
-    make_transient_to_detached(booking)
-    session.add(booking)
-    return booking
+    return as_loaded(session, Booking, values | {"id": booking_id})
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,14 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import Session
 
 from core import audit
-from core.db import Database
+from core.accounts import service as accounts
+from core.accounts.models import User
+from core.accounts.schemas import UserCreate
+from core.db import Database, as_loaded
 from core.settings import Settings
 
 
@@ -45,3 +49,25 @@ def test_datetimes_come_back_aware_in_utc(session: Session) -> None:
     loaded = session.get(audit.AuditEntry, entry.id)
     assert loaded.occurred_at.tzinfo is not None
     assert loaded.occurred_at.utcoffset().total_seconds() == 0
+
+
+def test_a_row_read_with_core_becomes_the_object_a_query_would_give(session: Session) -> None:
+    accounts.create_user(
+        session, actor_id=None, data=UserCreate(email="core@example.cn", name="核心")
+    )
+    session.flush()
+    session.expunge_all()
+    table = User.__table__  # type: ignore[attr-defined]
+    row = session.connection().execute(sa.select(table)).mappings().one()
+
+    loaded = as_loaded(session, User, dict(row))
+
+    assert loaded in session
+    assert session.get(User, row["id"]) is loaded
+    assert (loaded.email, loaded.created_at) == (row["email"], row["created_at"])
+    # Changed and flushed like any loaded object.
+    loaded.name = "改名"
+    session.flush()
+    assert session.connection().execute(sa.select(table.c.name)).scalar_one() == "改名"
+    # A row the session holds already comes back as the session's own object.
+    assert as_loaded(session, User, dict(row)) is loaded
