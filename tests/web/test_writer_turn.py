@@ -1,5 +1,6 @@
 """Writes queue for SQLite's one writer in arrival order; PostgreSQL's run side by side.
-Each ends its transaction before its answer goes out: committed, or rolled back if it failed."""
+Each has a session of its own and ends it before its answer goes out: committed, or rolled
+back if it failed, and closed."""
 
 from __future__ import annotations
 
@@ -25,28 +26,44 @@ def run_on_a_loop_of_its_own(main: Coroutine[Any, Any, T]) -> T:
 
 
 class RecordingSession:
-    """A session whose work wrote something: it records how each transaction ended."""
+    """A session whose work wrote something: it records how it ended."""
 
-    def __init__(self) -> None:
-        self.endings: list[str] = []
-        self.lock = threading.Lock()
+    def __init__(self, endings: list[str]) -> None:
+        self.endings = endings
 
     def in_transaction(self) -> bool:
         return True
 
     def commit(self) -> None:
-        with self.lock:
-            self.endings.append("committed")
+        self.endings.append("committed")
 
     def rollback(self) -> None:
+        self.endings.append("rolled back")
+
+    def close(self) -> None:
+        self.endings.append("closed")
+
+
+class RecordingDatabase:
+    """Hands out recording sessions; ``endings`` lists each session's endings in turn."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.sessions: list[RecordingSession] = []
+        self.lock = threading.Lock()
+
+    def new_session(self) -> RecordingSession:
         with self.lock:
-            self.endings.append("rolled back")
+            self.sessions.append(RecordingSession([]))
+            return self.sessions[-1]
+
+    @property
+    def endings(self) -> list[list[str]]:
+        return [session.endings for session in self.sessions]
 
 
-def request_on(dialect: str) -> Any:
-    return SimpleNamespace(
-        app=SimpleNamespace(state=SimpleNamespace(database=SimpleNamespace(dialect=dialect)))
-    )
+def request_on(database: RecordingDatabase) -> Any:
+    return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(database=database)))
 
 
 def run_writes(dialect: str) -> tuple[list[int], int]:
@@ -57,7 +74,7 @@ def run_writes(dialect: str) -> tuple[list[int], int]:
     running = 0
     most = 0
 
-    def write(number: int) -> int:
+    def write(session: RecordingSession, number: int) -> int:
         nonlocal running, most
         with lock:
             started.append(number)
@@ -68,20 +85,20 @@ def run_writes(dialect: str) -> tuple[list[int], int]:
             running -= 1
         return number
 
-    session = RecordingSession()
+    database = RecordingDatabase(dialect)
 
     async def main() -> list[int]:
-        request = request_on(dialect)
+        request = request_on(database)
         tasks = []
         for number in range(WRITES):
-            task = in_writer_turn(request, session, write, number)  # type: ignore[arg-type]
+            task = in_writer_turn(request, write, number)
             tasks.append(asyncio.create_task(task))
             await asyncio.sleep(0)  # the write has arrived (is waiting its turn) before the next
         return list(await asyncio.gather(*tasks))
 
     answers = run_on_a_loop_of_its_own(main())
     assert answers == list(range(WRITES))
-    assert session.endings == ["committed"] * WRITES
+    assert database.endings == [["committed", "closed"]] * WRITES
     return started, most
 
 
@@ -97,19 +114,19 @@ def test_on_postgresql_writes_run_side_by_side() -> None:
 
 
 def test_a_failed_write_is_rolled_back_passes_its_error_on_and_frees_the_turn() -> None:
-    session = RecordingSession()
+    database = RecordingDatabase("sqlite")
 
-    def failing() -> None:
+    def failing(session: RecordingSession) -> None:
         raise ValueError("refused")
 
     async def main() -> tuple[str, int]:
-        request = request_on("sqlite")
+        request = request_on(database)
         try:
-            await in_writer_turn(request, session, failing)  # type: ignore[arg-type]
+            await in_writer_turn(request, failing)
         except ValueError as exc:
             error = str(exc)
-        after = in_writer_turn(request, session, lambda: 7)  # type: ignore[arg-type]
+        after = in_writer_turn(request, lambda session: 7)
         return error, await asyncio.wait_for(after, timeout=5)
 
     assert run_on_a_loop_of_its_own(main()) == ("refused", 7)
-    assert session.endings == ["rolled back", "committed"]
+    assert database.endings == [["rolled back", "closed"], ["committed", "closed"]]

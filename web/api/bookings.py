@@ -51,6 +51,7 @@ from web.deps import (
     Pagination,
     in_writer_turn,
     principal_of_token,
+    settings_of,
 )
 from web.retry import commit_with_retries
 from web.routing import TransactionalRoute
@@ -105,8 +106,6 @@ async def create_booking(
     request: Request,
     data: BookingCreate,
     token: BearerToken,
-    session: DbSession,
-    settings: AppSettings,
     idempotency_key: Annotated[
         str | None,
         Header(max_length=200, description="Retries with the same key get the first answer."),
@@ -115,17 +114,17 @@ async def create_booking(
     """Request a booking: 201 with `confirmed` or `pending`; 409 if the time is taken; 422 with
     every broken rule; 403 for a self-operated booking without a valid qualification."""
     # The hot path: the caller is looked up in the same worker thread as the booking is made
-    # (one round trip to the thread pool, not two).
+    # (one round trip to the thread pool, not two), in the writer turn's own session.
     return await in_writer_turn(
-        request, session, _create_booking, request, data, token, session, settings, idempotency_key
+        request, _create_booking, request, data, token, settings_of(request), idempotency_key
     )
 
 
 def _create_booking(
+    session: Session,
     request: Request,
     data: BookingCreate,
     token: str,
-    session: Session,
     settings: Settings,
     idempotency_key: str | None,
 ) -> Response:
