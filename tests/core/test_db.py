@@ -9,6 +9,7 @@ from core import audit
 from core.accounts import service as accounts
 from core.accounts.models import User
 from core.accounts.schemas import UserCreate
+from core.clock import now
 from core.db import Database, as_loaded
 from core.settings import Settings
 
@@ -71,3 +72,32 @@ def test_a_row_read_with_core_becomes_the_object_a_query_would_give(session: Ses
     assert session.connection().execute(sa.select(table.c.name)).scalar_one() == "改名"
     # A row the session holds already comes back as the session's own object.
     assert as_loaded(session, User, dict(row)) is loaded
+
+
+def test_on_postgresql_a_rollback_keeps_the_connections_prepared_statements(
+    migrated_postgres: Database,
+) -> None:
+    users = User.__table__  # type: ignore[attr-defined]
+    count_users = sa.select(sa.func.count()).select_from(users)
+    prepared = "SELECT count(*) FROM pg_prepared_statements"
+    with migrated_postgres.write_engine.connect() as connection:
+        for _ in range(6):  # psycopg prepares a statement on its sixth run on a connection
+            connection.execute(count_users).scalar_one()
+            connection.rollback()
+        before = connection.exec_driver_sql(prepared).scalar_one()
+        assert before >= 1
+        users_before = connection.execute(count_users).scalar_one()
+        connection.execute(
+            sa.insert(users).values(
+                email="rolled-back@example.cn",
+                name="撤销",
+                locale="zh-CN",
+                is_active=True,
+                created_at=now(),
+                updated_at=now(),
+            )
+        )
+        connection.rollback()
+
+        assert connection.execute(count_users).scalar_one() == users_before
+        assert connection.exec_driver_sql(prepared).scalar_one() == before
