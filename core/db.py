@@ -9,6 +9,7 @@ Services flush and never commit: the caller (a request, a job, a CLI command) ow
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import time
@@ -161,6 +162,7 @@ def as_loaded(session: Session, model: type[M], values: dict[str, Any]) -> M:
     row it loads (no ``__init__``), put in the session as persistent.
 
     For the hot paths: loading the same row through an ORM query costs several times the query.
+    The ORM's load events and reconstructors do not run (no model here uses them).
     """
     mapper = _configured_mapper(model)
     key = mapper.identity_key_from_primary_key(
@@ -177,34 +179,41 @@ def as_loaded(session: Session, model: type[M], values: dict[str, Any]) -> M:
 
 
 def _roll_back_keeping_prepared_statements(engine: Engine) -> None:
-    """Roll back on PostgreSQL without psycopg forgetting the connection's prepared statements.
+    """Roll back a healthy PostgreSQL transaction without psycopg forgetting the connection's
+    prepared statements.
 
     psycopg prepares a statement run five times on a connection, and PostgreSQL then plans it
     once instead of on every run. But on every rollback psycopg deallocates all of them, in case
     the transaction changed the schema they use: here every read request ends with a rollback,
-    and so does every refused write (a 409), so the hot statements were planned anew almost
-    every time (a booking request with one in ten refused: 39 % of the ceiling's throughput with
-    this, 26 % without). Nothing the app runs changes the schema (migrations run on their own),
-    and PostgreSQL keeps a prepared statement through a rollback, so the rollback here is the
-    plain ROLLBACK command, sent through psycopg's libpq connection; anything unusual (a broken
-    connection) is left to psycopg's own rollback, which reports it.
+    and so does every refused write (a 409: ``ON CONFLICT DO NOTHING`` raises no error), so the
+    hot statements were planned anew almost every time (booking requests with one in ten
+    refused: 39 % of the ceiling's throughput with this, 26 % without). A transaction that
+    failed is rolled back by psycopg itself, forgetting them: that is how a connection recovers
+    when a statement prepared before a schema change (a migration run by another process)
+    fails with "cached plan must not change result type". Otherwise the rollback is the plain
+    ROLLBACK command through psycopg's libpq connection, and PostgreSQL keeps prepared
+    statements through it; anything unusual (a broken connection, a pipeline) is left to
+    psycopg's rollback, which reports or handles it.
     """
     if engine.dialect.driver != "psycopg":
         return
+    import psycopg
     from psycopg import pq
 
-    in_transaction = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
     psycopg_rollback = engine.dialect.do_rollback
 
     def do_rollback(dbapi_connection: Any) -> None:
         pgconn = dbapi_connection.pgconn
-        if pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        status = pgconn.transaction_status
+        if status == pq.TransactionStatus.IDLE:
             return
         if (
-            pgconn.transaction_status in in_transaction
-            and pgconn.exec_(b"ROLLBACK").status == pq.ExecStatus.COMMAND_OK
+            status == pq.TransactionStatus.INTRANS
+            and pgconn.pipeline_status == pq.PipelineStatus.OFF
         ):
-            return
+            with contextlib.suppress(psycopg.Error):
+                if pgconn.exec_(b"ROLLBACK").status == pq.ExecStatus.COMMAND_OK:
+                    return
         psycopg_rollback(dbapi_connection)
 
     engine.dialect.do_rollback = do_rollback  # type: ignore[method-assign]

@@ -57,11 +57,11 @@ class Settings(BaseSettings):
         default=15, description="Check in this early; nobody by start plus this is a no-show."
     )
     no_show_suspension_threshold: int = Field(
-        default=3, description="This many no-shows within the window suspend booking rights."
+        default=3, ge=0, description="This many no-shows within the window suspend booking rights."
     )
     no_show_window_days: int = 90
     suspension_days: int = 30
-    booking_creations_per_minute: int = 30
+    booking_creations_per_minute: int = Field(default=30, ge=0)
     outage_bookings_action: Literal["flag", "cancel"] = Field(
         default="flag",
         description="What a new outage does to bookings it falls on: flag them or cancel them.",

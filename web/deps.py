@@ -81,9 +81,10 @@ async def in_writer_turn(request: Request, work: Callable[..., T], *args: object
     answer) was a noticeable part of the request's time.
     """
     database = database_of(request)
-    session = database.new_session()
 
     def work_then_end_session() -> T:
+        # Made here, so a request cancelled while it waits for its turn leaves no session.
+        session = database.new_session()
         try:
             answer = work(session, *args)
             if session.in_transaction():

@@ -101,3 +101,31 @@ def test_on_postgresql_a_rollback_keeps_the_connections_prepared_statements(
 
         assert connection.execute(count_users).scalar_one() == users_before
         assert connection.exec_driver_sql(prepared).scalar_one() == before
+
+
+def test_on_postgresql_a_connection_recovers_from_a_schema_change_under_its_statements(
+    migrated_postgres: Database,
+) -> None:
+    """A statement prepared before a migration changed its result fails once ("cached plan must
+    not change result type"); the failed transaction's rollback forgets the prepared
+    statements, and the next run works."""
+    engine = migrated_postgres.write_engine
+    with engine.begin() as setup:
+        setup.exec_driver_sql("CREATE TABLE plan_probe (id integer, name varchar(10))")
+        setup.exec_driver_sql("INSERT INTO plan_probe VALUES (1, 'a')")
+    read = sa.text("SELECT * FROM plan_probe WHERE id = :id")
+    try:
+        with engine.connect() as connection:
+            for _ in range(6):  # prepared on the sixth run
+                connection.execute(read, {"id": 1}).all()
+                connection.rollback()
+            with engine.begin() as migration:  # another connection, as a migration would
+                migration.exec_driver_sql("ALTER TABLE plan_probe ALTER COLUMN name TYPE text")
+            with pytest.raises(sa.exc.DBAPIError, match="cached plan must not change"):
+                connection.execute(read, {"id": 1}).all()
+            connection.rollback()
+
+            assert connection.execute(read, {"id": 1}).all() == [(1, "a")]
+    finally:
+        with engine.begin() as cleanup:
+            cleanup.exec_driver_sql("DROP TABLE plan_probe")
