@@ -26,17 +26,14 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.booking_load import build, ceiling_served, environment, load, plans
-from bench.common import ROOT, START_TIMEOUT_S, free_port, fresh_database
+from bench.common import ROOT, fresh_database, served_process
 from core.db import Database
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -79,43 +76,12 @@ def worktree(revision: str) -> Iterator[Path]:
             subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT)
 
 
-@contextlib.contextmanager
-def labshare_served(database: Database, code: Path, workers: int) -> Iterator[tuple[str, int]]:
-    """``labshare serve`` of the code in ``code`` (``python -m`` imports from the working
-    directory first): its base URL and process id."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", "serve", "--port", str(port), "--workers", str(workers)],
-        cwd=code,
-        env=os.environ | {"LABSHARE_DATABASE_URL": database.url, "LABSHARE_LOG_LEVEL": "WARNING"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and process.poll() is None:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError(f"labshare from {code} did not start")
-        yield base, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 def run(kind: str, database: Database, base_code: Path, args: argparse.Namespace) -> None:
     workers = 1 if kind == "sqlite" else 2
     fixture = build(database, args.instruments, args.bookings)
     with (
-        labshare_served(database, ROOT, workers) as (this_url, this_pid),
-        labshare_served(database, base_code, workers) as (base_url, base_pid),
+        served_process(database, workers) as (this_url, this_pid),
+        served_process(database, workers, base_code) as (base_url, base_pid),
         ceiling_served(database, workers) as ceiling_url,
     ):
         ceiling_port = ceiling_url.rsplit(":", 1)[1]

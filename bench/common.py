@@ -65,6 +65,16 @@ def free_port() -> int:
 @contextlib.contextmanager
 def served(database: Database, workers: int = 1) -> Iterator[str]:
     """``labshare serve`` on a free loopback port, stopped afterwards."""
+    with served_process(database, workers) as (base, _):
+        yield base
+
+
+@contextlib.contextmanager
+def served_process(
+    database: Database, workers: int = 1, code: Path = ROOT
+) -> Iterator[tuple[str, int]]:
+    """``labshare serve`` of the code in ``code`` (``python -m`` imports from the working
+    directory first) on a free loopback port: its base URL and process id."""
     port = free_port()
     env = os.environ | {
         "LABSHARE_DATABASE_URL": database.url,
@@ -72,7 +82,7 @@ def served(database: Database, workers: int = 1) -> Iterator[str]:
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "web.cli", "serve", "--port", str(port), "--workers", str(workers)],
-        cwd=ROOT,
+        cwd=code,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -80,14 +90,14 @@ def served(database: Database, workers: int = 1) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and process.poll() is None:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
             time.sleep(0.2)
         else:
-            raise RuntimeError("the server did not start")
-        yield base
+            raise RuntimeError(f"the server from {code} did not start")
+        yield base, process.pid
     finally:
         process.terminate()
         try:

@@ -108,9 +108,9 @@ def offer_freed_time(
         if service.overlapping(session, instrument_id, entry.start_at, held_until):
             continue
         # Time freed by an outage is no time to offer.
-        _, _, calendar = catalogue.instrument_calendar(
-            session, instrument_id=instrument_id, start=entry.start_at, end=entry.end_at
-        )
+        calendar = catalogue.load_calendars(
+            session, instrument_ids=[instrument_id], start=entry.start_at, end=entry.end_at
+        )[instrument_id]
         if not calendar.bookable or any(
             outage_start < entry.end_at and outage_end > entry.start_at
             for outage_start, outage_end in calendar.outages

@@ -562,51 +562,6 @@ def calendars_of_rows(session: Session, rows: Sequence[Any]) -> dict[int, Instru
     return calendars
 
 
-@functools.cache
-def _instrument_with_outages() -> Any:
-    """An instrument and its facility, with the outages (its own and its facility's)
-    overlapping ``[start, end)`` joined: a row per outage, one if none. Built once."""
-    in_window = sa.and_(
-        col(Outage.facility_id) == Instrument.facility_id,
-        col(Outage.instrument_id).is_(None) | (col(Outage.instrument_id) == Instrument.id),
-        col(Outage.end_at) > sa.bindparam("start"),
-        col(Outage.start_at) < sa.bindparam("end"),
-    )
-    return (
-        select(Instrument, Facility, col(Outage.start_at), col(Outage.end_at))
-        .join(Facility, col(Facility.id) == Instrument.facility_id)
-        .outerjoin(Outage, in_window)
-        .where(col(Instrument.id) == sa.bindparam("instrument_id"))
-    )
-
-
-def instrument_calendar(
-    session: Session, *, instrument_id: int, start: datetime, end: datetime
-) -> tuple[Instrument, Facility, InstrumentCalendar]:
-    """An instrument, its facility and its calendar for ``[start, end)``, in one query when
-    the facility's week is cached (what checking a booking request needs); 404 if missing."""
-    parameters = {"instrument_id": instrument_id, "start": start, "end": end}
-    rows = session.execute(_instrument_with_outages(), parameters).all()
-    if not rows:
-        raise NotFound("Instrument")
-    instrument, facility = rows[0][0], rows[0][1]
-    assert facility.id is not None
-    week = _load_facility_calendars(
-        session,
-        {facility.id: (facility.calendar_token, facility.timezone, facility.opens_on_holidays)},
-    )
-    calendar = InstrumentCalendar(
-        instrument_id=instrument_id,
-        facility_id=facility.id,
-        bookable=instrument.status == InstrumentStatus.ACTIVE and facility.is_active,
-        facility=week[facility.id],
-        slot_minutes=instrument.slot_minutes,
-        buffer_minutes=instrument.buffer_minutes,
-        outages=[(row[2], row[3]) for row in rows if row[2] is not None],
-    )
-    return instrument, facility, calendar
-
-
 def instrument_open_intervals(
     session: Session, *, instrument_id: int, start: datetime, end: datetime
 ) -> list[rules.Interval]:
