@@ -21,6 +21,7 @@ from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.util import identity_key
@@ -87,15 +88,22 @@ class BookingPolicy:
 
 
 def booking_payload(booking: Booking) -> dict[str, Any]:
+    return _payload_of_columns(booking.id, {name: getattr(booking, name) for name in _PAYLOAD})
+
+
+_PAYLOAD = ("instrument_id", "facility_id", "user_id", "start_at", "end_at", "status", "version")
+
+
+def _payload_of_columns(booking_id: int | None, columns: dict[str, Any]) -> dict[str, Any]:
     return {
-        "booking_id": booking.id,
-        "instrument_id": booking.instrument_id,
-        "facility_id": booking.facility_id,
-        "user_id": booking.user_id,
-        "start": booking.start_at.isoformat(),
-        "end": booking.end_at.isoformat(),
-        "status": booking.status,
-        "version": booking.version,
+        "booking_id": booking_id,
+        "instrument_id": columns["instrument_id"],
+        "facility_id": columns["facility_id"],
+        "user_id": columns["user_id"],
+        "start": columns["start_at"].isoformat(),
+        "end": columns["end_at"].isoformat(),
+        "status": columns["status"],
+        "version": columns["version"],
     }
 
 
@@ -132,6 +140,16 @@ def _audit_and_event() -> tuple[Any, Any, Any]:
     return insert_entry, insert_event, both
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """How a new booking is recorded: its audit entry's and outbox event's action (``booking.``
+    + ``action``), who acted, and what else they say."""
+
+    action: str
+    actor_id: int | None
+    data: dict[str, Any]
+
+
 def record_change(
     session: Session, booking: Booking, *, actor_id: int | None, action: str, **data: Any
 ) -> None:
@@ -140,29 +158,35 @@ def record_change(
     The same rows as ``audit.record`` and ``events.emit`` write, as plain INSERTs: on the hot
     path the ORM's objects and flushes cost several times the statements themselves.
     """
-    current = now()
-    entry = {
-        "occurred_at": current,
-        "actor_id": actor_id,
-        "action": f"booking.{action}",
-        "subject_type": "booking",
-        "subject_id": str(booking.id or 0),
-        "data": {"status": booking.status, **data},
-        "request_id": audit.current_request_id.get(),
-    }
-    event = {
-        "topic": f"booking.{action}",
-        "payload": booking_payload(booking) | data,
-        "occurred_at": current,
-    }
+    parameters = _change_parameters(
+        booking.id or 0, booking.status, booking_payload(booking), Recorded(action, actor_id, data)
+    )
     insert_entry, insert_event, both = _audit_and_event()
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         # One round trip to the server, not two, for every change of every booking.
-        connection.execute(both, entry | event)
+        connection.execute(both, parameters)
     else:
-        connection.execute(insert_entry, entry)
-        connection.execute(insert_event, event)
+        connection.execute(insert_entry, parameters)
+        connection.execute(insert_event, parameters)
+
+
+def _change_parameters(
+    booking_id: int | None, status: BookingStatus, payload: dict[str, Any], change: Recorded
+) -> dict[str, Any]:
+    """The bound values of a change's audit entry and outbox event (``booking_id`` None: the
+    statement fills it in)."""
+    return {
+        "occurred_at": now(),
+        "actor_id": change.actor_id,
+        "action": f"booking.{change.action}",
+        "subject_type": "booking",
+        "subject_id": str(booking_id),
+        "data": {"status": status, **change.data},
+        "request_id": audit.current_request_id.get(),
+        "topic": f"booking.{change.action}",
+        "payload": payload | change.data,
+    }
 
 
 # --- Who may see and do what ---------------------------------------------------------------
@@ -473,6 +497,62 @@ def _insert_booking(dialect: str) -> Any:
 
 
 @functools.cache
+def _insert_booking_recorded() -> Any:
+    """PostgreSQL: a held booking's INSERT with its audit entry and outbox event, one statement
+    (data-modifying CTEs) answering the new booking's id, or no row for an overlap, when
+    neither entry nor event is written."""
+    entry_table: sa.Table = audit.AuditEntry.__table__  # type: ignore[attr-defined]
+    event_table: sa.Table = events.OutboxEvent.__table__  # type: ignore[attr-defined]
+    change_parameters = {*_ENTRY_PARAMETERS, "topic", "payload"}
+    if change_parameters & _NEW_BOOKING_COLUMNS:
+        raise TypeError(f"booking columns named like change parameters: {change_parameters}")
+
+    def bound(table: sa.Table, column: str, name: str | None = None) -> Any:
+        return sa.bindparam(name or column, type_=table.c[column].type)
+
+    new_booking = (
+        pg_insert(BOOKING_TABLE)
+        .values({name: sa.bindparam(name) for name in sorted(_NEW_BOOKING_COLUMNS)})
+        .on_conflict_do_nothing()
+        .returning(BOOKING_TABLE.c.id)
+        .cte("new_booking")
+    )
+    entry = sa.insert(entry_table).from_select(
+        list(_ENTRY_PARAMETERS),
+        sa.select(
+            *(
+                sa.cast(new_booking.c.id, sa.String)
+                if name == "subject_id"
+                else bound(entry_table, name)
+                for name in _ENTRY_PARAMETERS
+            )
+        ),
+    )
+    payload = sa.cast(
+        sa.bindparam("payload", type_=JSONB).op("||")(
+            sa.func.jsonb_build_object("booking_id", new_booking.c.id)
+        ),
+        event_table.c.payload.type,
+    )
+    event = sa.insert(event_table).from_select(
+        ["topic", "payload", "status", "attempts", "created_at", "available_at"],
+        sa.select(
+            bound(event_table, "topic"),
+            payload,
+            sa.literal(events.EventStatus.PENDING, event_table.c.status.type),
+            sa.literal(0),
+            bound(event_table, "created_at", "occurred_at"),
+            bound(event_table, "available_at", "occurred_at"),
+        ),
+    )
+    return (
+        sa.select(new_booking.c.id)
+        .add_cte(entry.cte("new_booking_audit_entry"))
+        .add_cte(event.cte("new_booking_event"))
+    )
+
+
+@functools.cache
 def _booking_defaults() -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
     """The model's defaults of a booking's columns: values, and factories called per booking."""
     values: dict[str, Any] = {}
@@ -487,9 +567,10 @@ def _booking_defaults() -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
     return values, factories
 
 
-def insert_held(session: Session, **columns: Any) -> Booking:
+def insert_held(session: Session, *, recorded: Recorded | None = None, **columns: Any) -> Booking:
     """Insert a held booking with these columns (the model's defaults for the others); the
-    database refuses an overlap (409), whatever raced us.
+    database refuses an overlap (409), whatever raced us. ``recorded`` writes the booking's
+    audit entry and outbox event too (on PostgreSQL in the same statement: one round trip).
 
     One statement, without the ORM's unit of work (nor the model's ``__init__``): the booking
     then joins the session as the persistent row it is (times in UTC, as read back). On SQLite
@@ -506,8 +587,16 @@ def insert_held(session: Session, **columns: Any) -> Booking:
             values[key] = value.astimezone(UTC)
     values["overrides"] = list(values["overrides"])
     connection = session.connection()
+    dialect = connection.dialect.name
+    recorded_here = recorded if dialect == "postgresql" else None
+    if recorded_here is not None:
+        statement = _insert_booking_recorded()
+        payload = _payload_of_columns(None, values)
+        parameters = values | _change_parameters(None, values["status"], payload, recorded_here)
+    else:
+        statement, parameters = _insert_booking(dialect), values
     try:
-        booking_id = connection.execute(_insert_booking(connection.dialect.name), values).scalar()
+        booking_id = connection.execute(statement, parameters).scalar()
     except IntegrityError as exc:
         if "overlap" not in str(exc.orig):
             raise
@@ -523,7 +612,12 @@ def insert_held(session: Session, **columns: Any) -> Booking:
     stale = session.identity_map.get(identity_key(Booking, booking_id))
     if stale is not None:
         session.expunge(stale)
-    return as_loaded(session, Booking, values | {"id": booking_id})
+    booking = as_loaded(session, Booking, values | {"id": booking_id})
+    if recorded is not None and recorded_here is None:
+        record_change(
+            session, booking, actor_id=recorded.actor_id, action=recorded.action, **recorded.data
+        )
+    return booking
 
 
 @dataclass(frozen=True)
@@ -540,7 +634,7 @@ def _request_terms() -> Any:
     """Everything a booking request is checked against, in one statement: the instrument's
     calendar rows (a row per outage in the window), with its rules and quotas, the booked
     user, whether the user holds a valid qualification, and the standing every request checks
-    first (bound: ``ids`` = [the instrument], ``start``/``end`` of the window, ``user_id``,
+    first (bound: ``instrument_id``, ``start``/``end`` of the window, ``user_id``,
     ``qualified_at``, and the standing's parameters)."""
     instrument: sa.Table = Instrument.__table__  # type: ignore[attr-defined]
     user: sa.Table = User.__table__  # type: ignore[attr-defined]
@@ -551,7 +645,7 @@ def _request_terms() -> Any:
         )
     )
     return (
-        catalogue.calendar_rows()
+        catalogue.calendar_rows(one_instrument=True)
         .add_columns(
             i.operation_mode,
             i.requires_qualification,
@@ -600,7 +694,7 @@ def check_request(
     # Opening hours and outages a day either side: a booking's slots and days are local.
     window_start, window_end = start - timedelta(days=1), end + timedelta(days=1)
     parameters = _standing_parameters(rate_limited_creator, user_id, policy, current) | {
-        "ids": [instrument_id],
+        "instrument_id": instrument_id,
         "start": window_start,
         "end": window_end,
         "qualified_at": max(current, end),
@@ -807,7 +901,7 @@ def create_booking(
         rate_limited_creator=rate_limited_creator,
     )
     current = now()
-    booking = insert_held(
+    return insert_held(
         session,
         instrument_id=data.instrument_id,
         facility_id=checked.facility_id,
@@ -828,16 +922,12 @@ def create_booking(
         created_by_id=actor.user_id if actor else None,
         created_at=current,
         updated_at=current,
+        recorded=Recorded(
+            "confirmed" if checked.status is BookingStatus.CONFIRMED else "requested",
+            actor_id=actor.user_id if actor else None,
+            data={"overrides": checked.overridden},
+        ),
     )
-    action = "confirmed" if booking.status is BookingStatus.CONFIRMED else "requested"
-    record_change(
-        session,
-        booking,
-        actor_id=booking.created_by_id,
-        action=action,
-        overrides=checked.overridden,
-    )
-    return booking
 
 
 # --- Decisions and changes -----------------------------------------------------------------

@@ -486,11 +486,13 @@ def _load_facility_calendars(
 
 
 @functools.cache
-def calendar_rows() -> sa.Select[Any]:
-    """Instruments (``ids``) with their facility's calendar columns and, joined, the outages
-    (their own and their facility's) overlapping ``[start, end)``: a row per outage, one if
-    none; :func:`calendars_of_rows` reads them. Built once with bound parameters: building a
-    statement costs more than running it. A caller may add columns and joins of its own."""
+def calendar_rows(*, one_instrument: bool = False) -> sa.Select[Any]:
+    """Instruments (``ids``; ``one_instrument``: ``instrument_id``) with their facility's
+    calendar columns and, joined, the outages (their own and their facility's) overlapping
+    ``[start, end)``: a row per outage, one if none; :func:`calendars_of_rows` reads them.
+    Built once with bound parameters: building a statement costs more than running it. A
+    caller may add columns and joins of its own. (A list parameter is expanded into the SQL
+    on every run; one instrument, as every booking request has, needs no list.)"""
     instrument: sa.Table = Instrument.__table__  # type: ignore[attr-defined]
     facility: sa.Table = Facility.__table__  # type: ignore[attr-defined]
     outage: sa.Table = Outage.__table__  # type: ignore[attr-defined]
@@ -518,7 +520,11 @@ def calendar_rows() -> sa.Select[Any]:
         .select_from(instrument)
         .join(facility, f.id == i.facility_id)
         .outerjoin(outage, in_window)
-        .where(i.id.in_(sa.bindparam("ids", expanding=True)))
+        .where(
+            i.id == sa.bindparam("instrument_id")
+            if one_instrument
+            else i.id.in_(sa.bindparam("ids", expanding=True))
+        )
     )
 
 

@@ -210,6 +210,64 @@ def test_a_qualified_users_own_booking_on_an_automatic_instrument_is_confirmed(
     assert announced(session, booking) == ["booking.confirmed"]
 
 
+def test_a_new_booking_is_audited_and_announced_with_what_it_is_and_an_overlap_with_nothing(
+    session: Session, lab: Lab
+) -> None:
+    # On PostgreSQL the booking, its audit entry and its outbox event are one statement.
+    with frozen(at("2026-11-20 09:00")):
+        booking = book(
+            session,
+            lab.researcher,
+            "2026-12-01 10:00",
+            "2026-12-01 12:00",
+            instrument=lab.instrument,
+        )
+    entry = last_audit(session, booking)
+    assert (entry.action, entry.actor_id, entry.data, entry.occurred_at) == (
+        "booking.confirmed",
+        lab.researcher.user_id,
+        {"status": "confirmed", "overrides": []},
+        at("2026-11-20 09:00"),
+    )
+    event = session.exec(select(OutboxEvent).order_by(col(OutboxEvent.id).desc())).first()
+    assert event is not None
+    assert event.payload == {
+        "booking_id": booking.id,
+        "instrument_id": lab.instrument.id,
+        "facility_id": lab.facility.id,
+        "user_id": lab.researcher.user_id,
+        "start": "2026-12-01T02:00:00+00:00",
+        "end": "2026-12-01T04:00:00+00:00",
+        "status": "confirmed",
+        "version": 0,
+        "overrides": [],
+    }
+    assert (event.topic, event.status, event.attempts, event.dedupe_key) == (
+        "booking.confirmed",
+        "pending",
+        0,
+        None,
+    )
+    assert event.created_at == event.available_at == at("2026-11-20 09:00")
+
+    def written() -> tuple[int, int, int]:
+        return tuple(  # type: ignore[return-value]
+            session.exec(select(func.count()).select_from(model)).one()
+            for model in (Booking, AuditEntry, OutboxEvent)
+        )
+
+    before = written()
+    with pytest.raises(Conflict):
+        book(
+            session,
+            lab.colleague,
+            "2026-12-01 11:00",
+            "2026-12-01 13:00",
+            instrument=lab.instrument,
+        )
+    assert written() == before
+
+
 def test_staff_operated_and_manually_approved_requests_wait_for_a_lab_manager(
     session: Session, lab: Lab
 ) -> None:
