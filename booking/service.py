@@ -282,6 +282,29 @@ class _QuotaLimits(Protocol):
     user_future_bookings_limit: int | None
 
 
+# The first key of PostgreSQL advisory locks on an instrument's quotas (the second: its id).
+QUOTA_LOCK_SPACE = 0x4C53_0001
+
+
+@functools.cache
+def _quota_lock() -> Any:
+    return sa.select(sa.func.pg_advisory_xact_lock(QUOTA_LOCK_SPACE, sa.bindparam("instrument_id")))
+
+
+def _one_quota_check_at_a_time(session: Session, instrument_id: int) -> None:
+    """Wait until no other transaction is checking or booking against this instrument's quotas.
+
+    Two requests that each fit a quota but not together would otherwise both pass it on
+    PostgreSQL, each counting before the other's booking is written; behind the lock (held to
+    the end of the transaction) the later one counts the earlier one's booking, committed by
+    then (READ COMMITTED reads anew in each statement). On SQLite every writer already waits
+    for the others (``BEGIN IMMEDIATE``).
+    """
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(_quota_lock(), {"instrument_id": instrument_id})
+
+
 def _quota_problems(
     session: Session,
     *,
@@ -300,6 +323,7 @@ def _quota_problems(
     )
     if all(limit is None for limit in limits):
         return []
+    _one_quota_check_at_a_time(session, instrument.id or 0)
     problems = []
     hours = (end - start).total_seconds() / 3600
     week_start, week_end = _week_bounds(start, zone)

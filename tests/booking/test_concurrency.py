@@ -34,7 +34,9 @@ REQUESTS = 200
 USERS = 10
 
 
-def round_the_clock_instrument(database: Database, *, buffer_minutes: int = 0) -> int:
+def round_the_clock_instrument(
+    database: Database, *, buffer_minutes: int = 0, **quotas: int
+) -> int:
     with database.transaction() as session:
         organisation = accounts.create_organisation(
             session,
@@ -69,6 +71,7 @@ def round_the_clock_instrument(database: Database, *, buffer_minutes: int = 0) -
                 min_notice_minutes=0,
                 buffer_minutes=buffer_minutes,
                 max_duration_minutes=240,
+                **quotas,
             ),
         )
         return instrument.id or 0
@@ -150,6 +153,49 @@ def test_200_overlapping_requests_to_4_server_processes_store_no_overlap(
     created = sorted(body["id"] for status, body in answers if status == 201)
     assert created == sorted(b.id for b in held)
     assert len(created) >= 5  # some won, and the rest were told why not
+
+
+def test_racing_requests_of_one_user_never_exceed_the_instruments_quotas(
+    fresh_database: Database, tmp_path: Path
+) -> None:
+    # Each request alone fits; together they do not. Every check must see the bookings of the
+    # requests that were checked before it, also when they are still being written.
+    instrument_id = round_the_clock_instrument(fresh_database, user_future_bookings_limit=3)
+    (token,) = tokens_for_users(fresh_database, 1)
+    monday = (now() + timedelta(days=14)).replace(hour=0, minute=0, second=0, microsecond=0)
+    monday -= timedelta(days=monday.weekday())
+    slots = [monday + timedelta(hours=3 * n) for n in range(24)]
+
+    with served(
+        fresh_database.url,
+        tmp_path / "server.log",
+        workers=4,
+        LABSHARE_BOOKING_CREATIONS_PER_MINUTE="1000",
+    ) as base_url:
+
+        def book(start: datetime) -> tuple[int, dict]:
+            response = httpx.post(
+                f"{base_url}/api/v1/bookings",
+                json={
+                    "instrument_id": instrument_id,
+                    "start": start.isoformat(),
+                    "end": (start + timedelta(hours=1)).isoformat(),
+                },
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=WAIT_S,
+            )
+            return response.status_code, response.json()
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(book, slots))
+
+    assert sorted(status for status, _ in answers) == [201] * 3 + [422] * 21
+    refused = [body for status, body in answers if status == 422]
+    assert all(
+        "quota_future_bookings" in {problem["code"] for problem in body["errors"]}
+        for body in refused
+    ), refused
+    assert len(assert_no_held_overlap(fresh_database, instrument_id)) == 3
 
 
 def test_two_workers_expire_each_request_and_mark_each_no_show_exactly_once(
