@@ -181,7 +181,7 @@ def _change_parameters(
         "actor_id": change.actor_id,
         "action": f"booking.{change.action}",
         "subject_type": "booking",
-        "subject_id": str(booking_id),
+        "subject_id": None if booking_id is None else str(booking_id),
         "data": {"status": status, **change.data},
         "request_id": audit.current_request_id.get(),
         "topic": f"booking.{change.action}",
