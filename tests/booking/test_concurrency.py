@@ -90,6 +90,19 @@ def tokens_for_users(database: Database, count: int) -> list[str]:
         return tokens
 
 
+def request_booking(
+    base_url: str, token: str, instrument_id: int, start: datetime, end: datetime
+) -> tuple[int, dict]:
+    """POST /api/v1/bookings: the status and the answer."""
+    response = httpx.post(
+        f"{base_url}/api/v1/bookings",
+        json={"instrument_id": instrument_id, "start": start.isoformat(), "end": end.isoformat()},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=WAIT_S,
+    )
+    return response.status_code, response.json()
+
+
 def assert_no_held_overlap(database: Database, instrument_id: int) -> list[Booking]:
     with database.transaction(write=False) as session:
         held = session.exec(
@@ -130,17 +143,9 @@ def test_200_overlapping_requests_to_4_server_processes_store_no_overlap(
 
         def book(plan: tuple[str, datetime, int]) -> tuple[int, dict]:
             token, start, minutes = plan
-            response = httpx.post(
-                f"{base_url}/api/v1/bookings",
-                json={
-                    "instrument_id": instrument_id,
-                    "start": start.isoformat(),
-                    "end": (start + timedelta(minutes=minutes)).isoformat(),
-                },
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=WAIT_S,
+            return request_booking(
+                base_url, token, instrument_id, start, start + timedelta(minutes=minutes)
             )
-            return response.status_code, response.json()
 
         with ThreadPoolExecutor(max_workers=16) as pool:
             answers = list(pool.map(book, plans))
@@ -174,17 +179,9 @@ def test_racing_requests_of_one_user_never_exceed_the_instruments_quotas(
     ) as base_url:
 
         def book(start: datetime) -> tuple[int, dict]:
-            response = httpx.post(
-                f"{base_url}/api/v1/bookings",
-                json={
-                    "instrument_id": instrument_id,
-                    "start": start.isoformat(),
-                    "end": (start + timedelta(hours=1)).isoformat(),
-                },
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=WAIT_S,
+            return request_booking(
+                base_url, token, instrument_id, start, start + timedelta(hours=1)
             )
-            return response.status_code, response.json()
 
         with ThreadPoolExecutor(max_workers=12) as pool:
             answers = list(pool.map(book, slots))
