@@ -26,6 +26,7 @@ from web.api import notifications as notifications_api
 from web.api import reports as reports_api
 from web.api import scheduling as scheduling_api
 from web.api import service_requests as service_requests_api
+from web.deps import stop_writer
 from web.errors import install_error_handlers
 from web.logging import configure_logging
 from web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -120,6 +121,7 @@ def create_app(
         finally:
             if freeze_after_startup:
                 gc.unfreeze()
+            stop_writer(app)
             app.state.database.dispose()
 
     app = FastAPI(

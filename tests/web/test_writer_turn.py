@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
-from web.deps import in_writer_turn
+from core.audit import current_request_id
+from web.deps import in_writer_turn, stop_writer
 
 WRITES = 6
 T = TypeVar("T")
@@ -130,3 +131,61 @@ def test_a_failed_write_is_rolled_back_passes_its_error_on_and_frees_the_turn() 
 
     assert run_on_a_loop_of_its_own(main()) == ("refused", 7)
     assert database.endings == [["rolled back", "closed"], ["committed", "closed"]]
+
+
+def test_a_write_whose_request_went_away_while_it_waited_never_runs() -> None:
+    database = RecordingDatabase("sqlite")
+    ran: list[str] = []
+    first_started = threading.Event()
+
+    def slow(session: RecordingSession) -> None:
+        first_started.set()
+        time.sleep(0.2)
+        ran.append("first")
+
+    def abandoned(session: RecordingSession) -> None:
+        ran.append("abandoned")
+
+    async def main() -> int:
+        request = request_on(database)
+        first = asyncio.create_task(in_writer_turn(request, slow))
+        await asyncio.to_thread(first_started.wait, 5)
+        waiting = asyncio.create_task(in_writer_turn(request, abandoned))
+        await asyncio.sleep(0.02)
+        waiting.cancel()  # the client hung up while the first write still ran
+        await first
+        return await asyncio.wait_for(in_writer_turn(request, lambda session: 7), timeout=5)
+
+    assert run_on_a_loop_of_its_own(main()) == 7
+    assert ran == ["first"]
+    # No session was made for the abandoned write.
+    assert database.endings == [["committed", "closed"], ["committed", "closed"]]
+
+
+def test_a_write_runs_in_its_requests_context() -> None:
+    """What the request set (its id, which audit entries record) is what the write sees."""
+    database = RecordingDatabase("sqlite")
+
+    async def main() -> list[str | None]:
+        request = request_on(database)
+
+        async def one_request(request_id: str) -> str | None:
+            current_request_id.set(request_id)
+            return await in_writer_turn(request, lambda session: current_request_id.get())
+
+        return list(await asyncio.gather(*(one_request(f"request-{n}") for n in range(3))))
+
+    assert run_on_a_loop_of_its_own(main()) == ["request-0", "request-1", "request-2"]
+
+
+def test_the_writer_thread_ends_when_the_app_stops() -> None:
+    request = request_on(RecordingDatabase("sqlite"))
+
+    async def main() -> threading.Thread:
+        return await in_writer_turn(request, lambda session: threading.current_thread())
+
+    writer = run_on_a_loop_of_its_own(main())
+    assert writer is not threading.main_thread()
+    assert writer.is_alive()
+    stop_writer(request.app)
+    assert not writer.is_alive()
