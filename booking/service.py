@@ -36,7 +36,7 @@ from core.accounts.models import User
 from core.accounts.rules import Role
 from core.auth.principal import Principal
 from core.clock import now
-from core.db import as_loaded
+from core.db import HotStatement, as_loaded
 from core.errors import (
     Conflict,
     DomainError,
@@ -62,6 +62,12 @@ def _core_rows(session: Session, statement: Any, parameters: dict[str, Any]) -> 
     handling of a statement costs more than the query itself."""
     session.flush()
     return session.connection().execute(statement, parameters)
+
+
+def _hot_rows(session: Session, statement: HotStatement, parameters: dict[str, Any]) -> list[Any]:
+    """A hot statement's rows on the session's connection, after flushing what it holds."""
+    session.flush()
+    return statement.rows(session.connection(), parameters)
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ _ENTRY_PARAMETERS = (
 
 
 @functools.cache
-def _audit_and_event() -> tuple[Any, Any, Any]:
+def _audit_and_event() -> tuple[HotStatement, HotStatement, HotStatement]:
     """The INSERTs of a change's audit entry, of its outbox event, and of both in one statement
     (PostgreSQL: the entry a data-modifying CTE of the event's INSERT)."""
     entry_table: sa.Table = audit.AuditEntry.__table__  # type: ignore[attr-defined]
@@ -137,7 +143,7 @@ def _audit_and_event() -> tuple[Any, Any, Any]:
         available_at=sa.bindparam("occurred_at"),
     )
     both = insert_event.add_cte(insert_entry.cte("booking_audit_entry"))
-    return insert_entry, insert_event, both
+    return HotStatement(insert_entry), HotStatement(insert_event), HotStatement(both)
 
 
 @dataclass(frozen=True)
@@ -165,10 +171,10 @@ def record_change(
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         # One round trip to the server, not two, for every change of every booking.
-        connection.execute(both, parameters)
+        both.rows(connection, parameters)
     else:
-        connection.execute(insert_entry, parameters)
-        connection.execute(insert_event, parameters)
+        insert_entry.rows(connection, parameters)
+        insert_event.rows(connection, parameters)
 
 
 def _change_parameters(
@@ -511,17 +517,23 @@ def _overlap_problems(found: Sequence[Booking]) -> list[Problem]:
 
 
 @functools.cache
-def _insert_booking(dialect: str) -> Any:
-    """INSERT … RETURNING id, built once. On PostgreSQL ``ON CONFLICT DO NOTHING`` lets the
-    exclusion constraint refuse an overlap with no row instead of an error (an erroring
-    insert deadlocks under contention, this one does not)."""
+def _insert_booking(dialect: str) -> HotStatement:
+    """INSERT … RETURNING id of every column but the id, built once. On PostgreSQL ``ON
+    CONFLICT DO NOTHING`` lets the exclusion constraint refuse an overlap with no row instead
+    of an error (an erroring insert deadlocks under contention, this one does not)."""
+    columns: dict[str, Any] = {name: sa.bindparam(name) for name in sorted(_NEW_BOOKING_COLUMNS)}
     if dialect == "postgresql":
-        return pg_insert(BOOKING_TABLE).on_conflict_do_nothing().returning(BOOKING_TABLE.c.id)
-    return sa.insert(BOOKING_TABLE).returning(BOOKING_TABLE.c.id)
+        return HotStatement(
+            pg_insert(BOOKING_TABLE)
+            .values(columns)
+            .on_conflict_do_nothing()
+            .returning(BOOKING_TABLE.c.id)
+        )
+    return HotStatement(sa.insert(BOOKING_TABLE).values(columns).returning(BOOKING_TABLE.c.id))
 
 
 @functools.cache
-def _insert_booking_recorded() -> Any:
+def _insert_booking_recorded() -> HotStatement:
     """PostgreSQL: a held booking's INSERT with its audit entry and outbox event, one statement
     (data-modifying CTEs) answering the new booking's id, or no row for an overlap, when
     neither entry nor event is written."""
@@ -569,7 +581,7 @@ def _insert_booking_recorded() -> Any:
             bound(event_table, "available_at", "occurred_at"),
         ),
     )
-    return (
+    return HotStatement(
         sa.select(new_booking.c.id)
         .add_cte(entry.cte("new_booking_audit_entry"))
         .add_cte(event.cte("new_booking_event"))
@@ -620,11 +632,12 @@ def insert_held(session: Session, *, recorded: Recorded | None = None, **columns
     else:
         statement, parameters = _insert_booking(dialect), values
     try:
-        booking_id = connection.execute(statement, parameters).scalar()
+        inserted = statement.rows(connection, parameters)
     except IntegrityError as exc:
         if "overlap" not in str(exc.orig):
             raise
-        booking_id = None
+        inserted = []
+    booking_id = inserted[0].id if inserted else None
     if booking_id is None:
         found = overlapping(
             session, values["instrument_id"], values["start_at"], values["held_until"]
@@ -654,7 +667,7 @@ class _Checked:
 
 
 @functools.cache
-def _request_terms() -> Any:
+def _request_terms() -> HotStatement:
     """Everything a booking request is checked against, in one statement: the instrument's
     calendar rows (a row per outage in the window), with its rules and quotas, the booked
     user, whether the user holds a valid qualification, and the standing every request checks
@@ -668,7 +681,7 @@ def _request_terms() -> Any:
             sa.bindparam("user_id"), i.id, sa.bindparam("qualified_at")
         )
     )
-    return (
+    return HotStatement(
         catalogue.calendar_rows(one_instrument=True)
         .add_columns(
             i.operation_mode,
@@ -723,7 +736,7 @@ def check_request(
         "end": window_end,
         "qualified_at": max(current, end),
     }
-    rows = _core_rows(session, _request_terms(), parameters).all()
+    rows = _hot_rows(session, _request_terms(), parameters)
     if not rows:
         # Too many requests is still the first answer, even for a missing instrument.
         _rate_and_suspension(

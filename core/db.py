@@ -9,12 +9,14 @@ Services flush and never commit: the caller (a request, a job, a CLI command) ow
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -111,7 +113,9 @@ def _sqlite_engine(settings: Settings, *, writer: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql(begin)
+        # On the driver's connection: through SQLAlchemy's execution (a cursor, a context, the
+        # events) it cost as much as a booking request's INSERT.
+        connection.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
 
     return engine
 
@@ -144,6 +148,125 @@ def _ping_when_idle(engine: Engine) -> None:
             if engine.dialect.is_disconnect(exc, dbapi_connection, None):
                 raise sa.exc.DisconnectionError(str(exc)) from exc
             raise
+
+
+class HotStatement:
+    """A Core statement for the hottest paths, run below SQLAlchemy's statement execution.
+
+    ``Connection.execute`` costs several times what the database does for the small statements
+    every booking request sends: an execution context, the parameters processed through the
+    compiled statement, a result whose metadata is built anew on every run. Here the statement
+    is compiled once per dialect; each run processes its parameters with the statement's own
+    bind processors (values are stored exactly as ``execute`` stores them), sends the SQL on
+    the connection's driver cursor, and types the rows with the statement's own result
+    processors. A driver error is handled by the connection as for any statement (wrapped in
+    SQLAlchemy's exception, a lost connection invalidated). Where anyone listens to the
+    connection's statements (the query-count tests) or it logs them (``echo``), the statement
+    goes through ``exec_driver_sql`` instead, and is seen and logged as any other.
+
+    The statement's every parameter is a named ``bindparam`` or a literal; its rows are named
+    tuples of its columns.
+    """
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _CompiledHot] = {}
+
+    def rows(self, connection: Connection, parameters: dict[str, Any]) -> list[Any]:
+        """The statement's rows (empty for one without any), typed as its columns are."""
+        compiled = self._compiled.get(connection.dialect.name)
+        if compiled is None:
+            compiled = self._compiled[connection.dialect.name] = _CompiledHot.of(
+                self.statement, connection.dialect
+            )
+        arguments = compiled.arguments(parameters)
+        if _observed(connection):
+            result = connection.exec_driver_sql(compiled.sql, arguments)
+            if compiled.row is None:
+                return []
+            raw_rows = result.fetchall()
+        else:
+            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(compiled.sql, arguments)
+                if compiled.row is None:
+                    return []
+                raw_rows = cursor.fetchall()
+            except connection.dialect.loaded_dbapi.Error as error:
+                connection._handle_dbapi_exception(error, compiled.sql, arguments, cursor, None)
+                raise  # not reached: the line above raises SQLAlchemy's exception
+            finally:
+                cursor.close()
+        make, converters = compiled.row._make, compiled.converters
+        return [
+            make(
+                value if convert is None else convert(value)
+                for convert, value in zip(converters, raw, strict=True)
+            )
+            for raw in raw_rows
+        ]
+
+
+def _observed(connection: Connection) -> bool:
+    """Whether the connection's statements are listened to (the cursor events, where listeners
+    see each statement's SQL) or logged, or it is outside a transaction (where SQLAlchemy would
+    begin one)."""
+    dispatch = connection.dispatch
+    return bool(
+        dispatch.before_cursor_execute
+        or dispatch.after_cursor_execute
+        or connection.engine.echo
+        or not connection.in_transaction()
+    )
+
+
+@dataclass(frozen=True)
+class _CompiledHot:
+    sql: str
+    # Per bound value, in the SQL's order (positional) or by name: its name in the SQL, the
+    # parameter it takes (None: the statement's literal), that literal, its bind processor.
+    binds: tuple[tuple[str, str | None, Any, Any], ...]
+    positional: bool
+    row: Any  # a named tuple class of the result's columns; None for a statement without rows
+    converters: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, statement: Any, dialect: sa.Dialect) -> _CompiledHot:
+        compiled = statement.compile(dialect=dialect)
+        names = compiled.positiontup if compiled.positional else list(compiled.binds)
+        binds = []
+        for name in names:
+            bind = compiled.binds[name]
+            if bind.expanding or bind.callable is not None:
+                raise TypeError(f"{name}: an expanding or callable parameter is not supported")
+            parameter = None if bind.unique else bind.key
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            binds.append((name, parameter, bind.value, processor))
+        columns = list(statement.exported_columns) if _returns_rows(statement) else []
+        row = collections.namedtuple("Row", [c.key for c in columns]) if columns else None
+        converters = tuple(
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+        )
+        return cls(compiled.string, tuple(binds), compiled.positional, row, converters)
+
+    def arguments(self, parameters: dict[str, Any]) -> Any:
+        """The driver's parameters: each value processed as ``Connection.execute`` would."""
+        values = [
+            value if processor is None else processor(value)
+            for value, processor in (
+                (literal if parameter is None else parameters[parameter], processor)
+                for _, parameter, literal, processor in self.binds
+            )
+        ]
+        if self.positional:
+            return tuple(values)
+        return {name: value for (name, *_), value in zip(self.binds, values, strict=True)}
+
+
+def _returns_rows(statement: Any) -> bool:
+    if isinstance(statement, sa.sql.Select | sa.sql.CompoundSelect):
+        return True
+    return bool(getattr(statement, "_returning", ()))
 
 
 M = TypeVar("M", bound=SQLModel)

@@ -13,7 +13,6 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, delete, func, select
@@ -25,7 +24,7 @@ from core.auth.models import ApiToken, LoginFailure, TokenKind, WebSession
 from core.auth.passwords import hash_password, needs_rehash, verify_password
 from core.auth.principal import Principal
 from core.clock import ensure_utc, now
-from core.db import as_loaded
+from core.db import HotStatement, as_loaded
 from core.errors import NotAuthenticated, NotFound, Problem, RuleViolation, Throttled
 from core.settings import Settings
 
@@ -248,13 +247,13 @@ _ROLE_TABLE: sa.Table = RoleAssignment.__table__  # type: ignore[attr-defined]
 
 
 @functools.cache
-def _token_principal() -> Any:
+def _token_principal() -> HotStatement:
     """The token's validity columns, its user, and each of the user's role assignments (a row
     per assignment, one without any): built once, run with the token's hash. Core columns,
     labelled by table: every API request runs it, and an ORM query of the same rows costs
     several times the query."""
     token: sa.Table = ApiToken.__table__  # type: ignore[attr-defined]
-    return (
+    statement = (
         sa.select(
             token.c.revoked_at,
             token.c.expires_at,
@@ -267,32 +266,30 @@ def _token_principal() -> Any:
         .where(token.c.token_hash == sa.bindparam("token_hash"))
         .order_by(_ROLE_TABLE.c.id)
     )
+    return HotStatement(statement)
 
 
 def principal_for_token(session: Session, *, token: str) -> Principal:
     """Who a bearer token speaks for, with the role assignments, in one query; 401 for a token
     that is unknown, expired or revoked, or whose user is deactivated."""
     session.flush()
-    rows = (
-        session.connection()
-        .execute(_token_principal(), {"token_hash": _digest(token)})
-        .mappings()
-        .all()
-    )
+    rows = _token_principal().rows(session.connection(), {"token_hash": _digest(token)})
     if not rows:
         raise NotAuthenticated("Invalid or expired token.", code="invalid_token")
     first = rows[0]
     if (
-        first["revoked_at"] is not None
-        or (first["expires_at"] is not None and first["expires_at"] <= now())
-        or not first["user_is_active"]
+        first.revoked_at is not None
+        or (first.expires_at is not None and first.expires_at <= now())
+        or not first.user_is_active
     ):
         raise NotAuthenticated("Invalid or expired token.", code="invalid_token")
-    user = as_loaded(session, User, {c.key: first[f"user_{c.key}"] for c in _USER_TABLE.c})
+    user = as_loaded(session, User, {c.key: getattr(first, f"user_{c.key}") for c in _USER_TABLE.c})
     assignments = tuple(
-        as_loaded(session, RoleAssignment, {c.key: row[f"role_{c.key}"] for c in _ROLE_TABLE.c})
+        as_loaded(
+            session, RoleAssignment, {c.key: getattr(row, f"role_{c.key}") for c in _ROLE_TABLE.c}
+        )
         for row in rows
-        if row["role_id"] is not None
+        if row.role_id is not None
     )
     return Principal(user=user, assignments=assignments)
 

@@ -1,5 +1,6 @@
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -10,8 +11,9 @@ from core.accounts import service as accounts
 from core.accounts.models import User
 from core.accounts.schemas import UserCreate
 from core.clock import now
-from core.db import Database, as_loaded
+from core.db import ConnectionBoundDatabase, Database, HotStatement, as_loaded
 from core.settings import Settings
+from tests.querycount import counted_statements
 
 
 def test_sqlite_is_tuned_for_a_web_server_and_durable_by_default(tmp_path: Path) -> None:
@@ -129,3 +131,79 @@ def test_on_postgresql_a_connection_recovers_from_a_schema_change_under_its_stat
     finally:
         with engine.begin() as cleanup:
             cleanup.exec_driver_sql("DROP TABLE plan_probe")
+
+
+# --- Hot statements: below SQLAlchemy's execution, the same values in and out ----------------
+
+AUDIT: sa.Table = audit.AuditEntry.__table__  # type: ignore[attr-defined]
+NEW_ENTRY = (
+    sa.insert(AUDIT)
+    .values(
+        occurred_at=sa.bindparam("occurred_at"),
+        actor_id=None,
+        action=sa.bindparam("action"),
+        subject_type="hot",  # a literal of the statement
+        subject_id=sa.bindparam("subject_id"),
+        data=sa.bindparam("data"),
+        request_id=sa.bindparam("action"),  # a parameter used twice
+    )
+    .returning(AUDIT.c.id)
+)
+ENTRIES = (
+    sa.select(AUDIT.c.id, AUDIT.c.occurred_at, AUDIT.c.data, AUDIT.c.request_id.label("request"))
+    .where(AUDIT.c.subject_type == "hot", AUDIT.c.action == sa.bindparam("action"))
+    .order_by(AUDIT.c.id)
+)
+STORED = sa.select(
+    sa.cast(AUDIT.c.occurred_at, sa.String), sa.cast(AUDIT.c.data, sa.String), AUDIT.c.request_id
+).where(AUDIT.c.id == sa.bindparam("id"))
+
+
+def test_a_hot_statement_stores_and_reads_values_exactly_as_sqlalchemy_does(
+    session: Session,
+) -> None:
+    connection = session.connection()
+    values = {
+        "occurred_at": datetime(2026, 5, 1, 9, 30, 15, 250, tzinfo=ZoneInfo("Asia/Shanghai")),
+        "action": "hot.tested",
+        "data": {"status": "confirmed", "overrides": ["min_notice"], "note": "预约", "none": None},
+    }
+    hot = HotStatement(NEW_ENTRY).rows(connection, values | {"subject_id": "1"})
+    core_id = connection.execute(NEW_ENTRY, values | {"subject_id": "2"}).scalar_one()
+
+    assert [type(row.id) for row in hot] == [int]
+    stored = [connection.execute(STORED, {"id": i}).one() for i in (hot[0].id, core_id)]
+    assert stored[0] == stored[1]  # the same text in the database, byte for byte
+    read = HotStatement(ENTRIES).rows(connection, {"action": "hot.tested"})
+    assert read == [tuple(row) for row in connection.execute(ENTRIES, {"action": "hot.tested"})]
+    first = read[0]
+    assert first.occurred_at == values["occurred_at"]
+    assert first.occurred_at.tzinfo is UTC
+    assert first.data == values["data"]
+    assert first.request == "hot.tested"
+
+
+def test_a_hot_statement_is_seen_by_those_counting_statements(
+    database: ConnectionBoundDatabase,
+) -> None:
+    with database.new_session() as session, counted_statements(database) as statements:
+        HotStatement(ENTRIES).rows(session.connection(), {"action": "hot.counted"})
+    assert len(statements) == 1
+    assert "FROM audit_entry" in statements[0]
+
+
+def test_a_driver_error_in_a_hot_statement_is_sqlalchemys_error(session: Session) -> None:
+    with pytest.raises(sa.exc.IntegrityError):
+        HotStatement(NEW_ENTRY).rows(
+            session.connection(),
+            {"occurred_at": now(), "action": None, "subject_id": "1", "data": {}},
+        )
+    session.rollback()
+
+
+def test_a_hot_statement_refuses_a_parameter_it_cannot_bind_ahead(session: Session) -> None:
+    by_actions = sa.select(AUDIT.c.id).where(
+        AUDIT.c.action.in_(sa.bindparam("actions", expanding=True))
+    )
+    with pytest.raises(TypeError, match="expanding"):
+        HotStatement(by_actions).rows(session.connection(), {"actions": ["a", "b"]})
