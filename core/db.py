@@ -242,7 +242,7 @@ class _CompiledHot:
             parameter = None if bind.unique else bind.key
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             binds.append((name, parameter, bind.value, processor))
-        columns = list(statement.exported_columns) if _returns_rows(statement) else []
+        columns = list(statement.exported_columns)  # a SELECT's, or the RETURNING columns
         row = collections.namedtuple("Row", [c.key for c in columns]) if columns else None
         converters = tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
@@ -261,12 +261,6 @@ class _CompiledHot:
         if self.positional:
             return tuple(values)
         return {name: value for (name, *_), value in zip(self.binds, values, strict=True)}
-
-
-def _returns_rows(statement: Any) -> bool:
-    if isinstance(statement, sa.sql.Select | sa.sql.CompoundSelect):
-        return True
-    return bool(getattr(statement, "_returning", ()))
 
 
 M = TypeVar("M", bound=SQLModel)
