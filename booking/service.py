@@ -701,7 +701,9 @@ def _request_terms() -> HotStatement:
             sa.case((i.requires_qualification, qualified), else_=sa.true()).label("qualified"),
             *_standing_columns(),
         )
-        .outerjoin(user, user.c.id == sa.bindparam("user_id"))
+        .outerjoin(user, user.c.id == sa.bindparam("user_id")),
+        # Over many bookings PostgreSQL planned it on every run (0.6 ms, its run 0.1 ms).
+        generic_plan=True,
     )
 
 
