@@ -56,16 +56,10 @@ BOOKING_TABLE: sa.Table = Booking.__table__  # type: ignore[attr-defined]
 _NEW_BOOKING_COLUMNS = frozenset(BOOKING_TABLE.c.keys()) - {"id"}
 
 
-def _core_rows(session: Session, statement: Any, parameters: dict[str, Any]) -> Any:
-    """A Core statement's result on the session's connection, after flushing what the session
+def _hot_rows(session: Session, statement: HotStatement, parameters: dict[str, Any]) -> list[Any]:
+    """A hot statement's rows on the session's connection, after flushing what the session
     holds (as the ORM would): every booking request runs these small queries, and the ORM's
     handling of a statement costs more than the query itself."""
-    session.flush()
-    return session.connection().execute(statement, parameters)
-
-
-def _hot_rows(session: Session, statement: HotStatement, parameters: dict[str, Any]) -> list[Any]:
-    """A hot statement's rows on the session's connection, after flushing what it holds."""
     session.flush()
     return statement.rows(session.connection(), parameters)
 
@@ -440,8 +434,8 @@ def _standing_columns() -> tuple[Any, Any, Any]:
 
 
 @functools.cache
-def _standing() -> Any:
-    return sa.select(*_standing_columns())
+def _standing() -> HotStatement:
+    return HotStatement(sa.select(*_standing_columns()))
 
 
 def _standing_parameters(
@@ -470,7 +464,7 @@ def _rate_and_suspension(
     else when the booked user's suspension ends, or None."""
     current = now()
     parameters = _standing_parameters(creator_id, user_id, policy, current)
-    row = _core_rows(session, _standing(), parameters).one()
+    (row,) = _hot_rows(session, _standing(), parameters)
     return _standing_answer(row, creator_id=creator_id, policy=policy, current=current)
 
 
@@ -873,6 +867,11 @@ def _creations_since() -> Any:
     )
 
 
+@functools.cache
+def _creations_counted() -> HotStatement:
+    return HotStatement(_creations_since())
+
+
 def _rate_parameters(
     creator_id: int | None, policy: BookingPolicy, current: datetime
 ) -> dict[str, Any]:
@@ -897,7 +896,7 @@ def _throttled() -> Throttled:
 def check_rate(session: Session, *, user_id: int, policy: BookingPolicy) -> None:
     """Refuse (429) a user who made too many booking requests in the last minute."""
     parameters = _rate_parameters(user_id, policy, now())
-    made = _core_rows(session, _creations_since(), parameters).scalar_one()
+    ((made,),) = _hot_rows(session, _creations_counted(), parameters)
     if made >= policy.creations_per_minute:
         raise _throttled()
 

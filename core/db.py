@@ -258,7 +258,12 @@ class _CompiledHot:
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             binds.append((name, parameter, bind.value, processor))
         columns = list(statement.exported_columns)  # a SELECT's, or the RETURNING columns
-        row = collections.namedtuple("Row", [c.key for c in columns]) if columns else None
+        # rename: a column without a name (a bare count) is field _0, _1 … by its place.
+        row = (
+            collections.namedtuple("Row", [str(c.key) for c in columns], rename=True)
+            if columns
+            else None
+        )
         converters = tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         )
