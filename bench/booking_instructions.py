@@ -10,11 +10,16 @@ as ``bench/booking_ab.py`` builds it (every 10th request overlaps a held booking
 SQLite that includes the database engine; on PostgreSQL only the client side (psycopg and
 above), not the server's work. HTTP and the framework are not included (``booking_ab.py``).
 
+``--app`` counts the whole application instead: each request is handed to the app over ASGI,
+as uvicorn hands it (on uvloop, with the thread hop, the middleware, dependency resolution,
+body validation and the response), only the HTTP parsing and the socket left out; and the
+benchmark's ceiling app (``bench/booking_load.py``) is counted the same way beside it.
+
 Each revision runs twice under callgrind, with a few requests and with ``--requests`` more;
 the difference divided by ``--requests`` is the cost of one request, start-up left out.
 
     .venv/bin/python bench/booking_instructions.py [--base REV] [--only sqlite|postgres]
-        [--requests 400] [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+        [--app] [--requests 400] [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 
 Needs valgrind (Debian: ``apt-get install valgrind``). Not a target; a measuring tool.
 """
@@ -72,8 +77,91 @@ for authorization, body, _ in requests:
         session.close()
 """
 
+# The same requests handed to an ASGI app (argv as above, then the app: "labshare" or
+# "ceiling"), one after another, as uvicorn hands them over: on uvloop, the body in one message.
+APP_DRIVER = """
+import asyncio, os, pickle, sys
+import uvloop
 
-def instructions(code: Path, url: str, requests_file: Path, count: int) -> int:
+url, requests_file, count, which = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if which == "ceiling":
+    os.environ["BENCH_CEILING_DATABASE"] = url
+    from bench.booking_load import ceiling_app
+
+    app, path = ceiling_app(), "/book"
+else:
+    from core.settings import Settings
+    from web.app import create_app
+
+    settings = Settings(
+        database_url=url, log_json=False, log_level="WARNING",
+        booking_creations_per_minute=1_000_000,
+    )
+    app, path = create_app(settings), "/api/v1/bookings"
+with open(requests_file, "rb") as file:
+    requests = pickle.load(file)[:count]
+
+
+async def main():
+    startup, shutdown = asyncio.Queue(), asyncio.Queue()
+    await startup.put({"type": "lifespan.startup"})
+    answers = asyncio.Queue()
+
+    async def lifespan_send(message):
+        await answers.put(message["type"])
+
+    async def lifespan_receive():
+        if not startup.empty():
+            return await startup.get()
+        return await shutdown.get()
+
+    lifespan = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+            lifespan_receive, lifespan_send)
+    )
+    assert await answers.get() == "lifespan.startup.complete"
+    for authorization, body, expected in requests:
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "",
+            "headers": [
+                (b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
+                (b"authorization", authorization),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000), "state": {},
+        }
+        received = False
+
+        async def receive():
+            nonlocal received
+            if received:
+                await asyncio.Event().wait()
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        status = []
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(scope, receive, send)
+        if status != [expected]:
+            sys.exit(f"{status} for {body!r}, expected {expected}")
+    await shutdown.put({"type": "lifespan.shutdown"})
+    await lifespan
+
+
+uvloop.run(main())
+"""
+
+
+def instructions(
+    code: Path, url: str, requests_file: Path, count: int, app: str | None = None
+) -> int:
+    driver = [DRIVER] if app is None else [APP_DRIVER]
     run = subprocess.run(
         [
             "valgrind",
@@ -81,10 +169,11 @@ def instructions(code: Path, url: str, requests_file: Path, count: int) -> int:
             "--callgrind-out-file=/dev/null",
             sys.executable,
             "-c",
-            DRIVER,
+            *driver,
             url,
             str(requests_file),
             str(count),
+            *([app] if app else []),
         ],
         cwd=code,
         capture_output=True,
@@ -97,14 +186,16 @@ def instructions(code: Path, url: str, requests_file: Path, count: int) -> int:
     return int(collected.group(1))
 
 
-def per_request(code: Path, url: str, work: list, first: int, requests: int) -> float:
+def per_request(
+    code: Path, url: str, work: list, first: int, requests: int, app: str | None = None
+) -> float:
     """Instructions of one request: two runs over fresh slots, the longer minus the shorter."""
     with tempfile.TemporaryDirectory() as directory:
         short_file, long_file = Path(directory) / "short", Path(directory) / "long"
         short_file.write_bytes(pickle.dumps(work[first : first + WARM_UP]))
         long_file.write_bytes(pickle.dumps(work[first + WARM_UP : first + 2 * WARM_UP + requests]))
-        short = instructions(code, url, short_file, WARM_UP)
-        long = instructions(code, url, long_file, WARM_UP + requests)
+        short = instructions(code, url, short_file, WARM_UP, app)
+        long = instructions(code, url, long_file, WARM_UP + requests, app)
     return (long - short) / requests
 
 
@@ -114,6 +205,9 @@ def main() -> None:
     )
     parser.add_argument("--base", help="a git revision to compare with")
     parser.add_argument("--only", choices=["sqlite", "postgres"])
+    parser.add_argument(
+        "--app", action="store_true", help="the whole app over ASGI, beside the ceiling's"
+    )
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument(
         "--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -126,18 +220,30 @@ def main() -> None:
         for kind in kinds:
             with fresh_database(kind, args.postgres) as database:
                 fixture = build(database, 1000, 20_000)
-                runs = [("this checkout", ROOT)]
+                app = "labshare" if args.app else None
+                runs = [("this checkout", ROOT, app)]
                 if args.base:
-                    runs.append((f"base {args.base}", base_code))
+                    runs.append((f"base {args.base}", base_code, app))
                 span = 2 * WARM_UP + args.requests
-                work = plans(fixture, 0, span * len(runs), 1)
-                print(f"== {kind}: instructions per booking request (in-process, callgrind)")
+                work = plans(fixture, 0, span * (len(runs) + 1), 1)
+                what = "the app over ASGI" if args.app else "in-process"
+                print(f"== {kind}: instructions per booking request ({what}, callgrind)")
                 figures = []
-                for index, (name, code) in enumerate(runs):
-                    figure = per_request(code, database.url, work, index * span, args.requests)
+                for index, (name, code, which) in enumerate(runs):
+                    figure = per_request(
+                        code, database.url, work, index * span, args.requests, which
+                    )
                     figures.append(figure)
                     versus = f"   (this checkout {figures[0] / figure - 1:+.1%})" if index else ""
                     print(f"  {name:24s} {figure:12,.0f}{versus}")
+                if args.app:
+                    ceiling = per_request(
+                        ROOT, database.url, work, len(runs) * span, args.requests, "ceiling"
+                    )
+                    print(
+                        f"  {'the ceiling app':24s} {ceiling:12,.0f}"
+                        f"   (this checkout {figures[0] / ceiling:.2f}x)"
+                    )
 
 
 if __name__ == "__main__":
