@@ -77,6 +77,10 @@ def utc_column(*, nullable: bool = False, index: bool = False) -> Any:
     return sa.Column(UTCDateTime(), nullable=nullable, index=index)
 
 
+# Connections a pool opens beyond its size when busy (closed again when returned).
+POOL_OVERFLOW = 10
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
@@ -94,7 +98,7 @@ def _sqlite_engine(settings: Settings, *, writer: bool) -> Engine:
         },
         # One writer connection per process: writers queue here, not on SQLite's lock.
         pool_size=1 if writer else settings.db_pool_size,
-        max_overflow=0 if writer else 10,
+        max_overflow=0 if writer else POOL_OVERFLOW,
         pool_timeout=60,
     )
 
@@ -370,7 +374,7 @@ class Database:
                 self.url,
                 echo=settings.db_echo,
                 pool_size=settings.db_pool_size,
-                max_overflow=10,
+                max_overflow=POOL_OVERFLOW,
             )
             _ping_when_idle(self.write_engine)
             _roll_back_keeping_prepared_statements(self.write_engine)
@@ -379,6 +383,13 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.write_engine.dialect.name
+
+    @property
+    def writer_connections(self) -> int:
+        """How many writing connections the pool may open at once."""
+        if self.dialect == "sqlite":
+            return 1
+        return self.settings.db_pool_size + POOL_OVERFLOW
 
     def new_session(self, *, write: bool = True) -> Session:
         """A session the caller commits or rolls back and closes."""
