@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import enum
 import functools
 import time
@@ -251,7 +252,7 @@ class _CompiledHot:
 
     @classmethod
     def of(cls, statement: Any, dialect: sa.Dialect) -> _CompiledHot:
-        compiled = statement.compile(dialect=dialect)
+        compiled = statement.compile(dialect=_positional(dialect))
         names = compiled.positiontup if compiled.positional else list(compiled.binds)
         binds = []
         for name in names:
@@ -285,6 +286,16 @@ class _CompiledHot:
         if self.positional:
             return tuple(values)
         return {name: value for (name, *_), value in zip(self.binds, values, strict=True)}
+
+
+def _positional(dialect: sa.Dialect) -> sa.Dialect:
+    """The dialect compiling ``%s`` for ``%(name)s`` (psycopg's two styles): the driver takes
+    the values in order, instead of picking each out of a dict by name on every run."""
+    if dialect.positional or dialect.paramstyle != "pyformat":
+        return dialect
+    positional = copy.copy(dialect)
+    positional.paramstyle, positional.positional = "format", True
+    return positional
 
 
 M = TypeVar("M", bound=SQLModel)

@@ -24,7 +24,9 @@ class TransactionalRoute(APIRoute):
 
         async def handle(request: Request) -> Response:
             response = await handler(request)
-            session = getattr(request.state, "db_session", None)
+            # Read from the request's state dict: a missing attribute of ``request.state`` is
+            # an exception raised and caught, on every request without a session.
+            session = request.scope.get("state", {}).get("db_session")
             if (
                 session is not None
                 and response.status_code < 400
