@@ -161,7 +161,6 @@ uvloop.run(main())
 def instructions(
     code: Path, url: str, requests_file: Path, count: int, app: str | None = None
 ) -> int:
-    driver = [DRIVER] if app is None else [APP_DRIVER]
     run = subprocess.run(
         [
             "valgrind",
@@ -169,7 +168,7 @@ def instructions(
             "--callgrind-out-file=/dev/null",
             sys.executable,
             "-c",
-            *driver,
+            DRIVER if app is None else APP_DRIVER,
             url,
             str(requests_file),
             str(count),
@@ -221,18 +220,16 @@ def main() -> None:
             with fresh_database(kind, args.postgres) as database:
                 fixture = build(database, 1000, 20_000)
                 app = "labshare" if args.app else None
-                runs = [("this checkout", ROOT, app)]
+                runs = [("this checkout", ROOT)]
                 if args.base:
-                    runs.append((f"base {args.base}", base_code, app))
+                    runs.append((f"base {args.base}", base_code))
                 span = 2 * WARM_UP + args.requests
                 work = plans(fixture, 0, span * (len(runs) + 1), 1)
                 what = "the app over ASGI" if args.app else "in-process"
                 print(f"== {kind}: instructions per booking request ({what}, callgrind)")
                 figures = []
-                for index, (name, code, which) in enumerate(runs):
-                    figure = per_request(
-                        code, database.url, work, index * span, args.requests, which
-                    )
+                for index, (name, code) in enumerate(runs):
+                    figure = per_request(code, database.url, work, index * span, args.requests, app)
                     figures.append(figure)
                     versus = f"   (this checkout {figures[0] / figure - 1:+.1%})" if index else ""
                     print(f"  {name:24s} {figure:12,.0f}{versus}")

@@ -243,25 +243,23 @@ def _observed(connection: Connection) -> bool:
 @dataclass(frozen=True)
 class _CompiledHot:
     sql: str
-    # Per bound value, in the SQL's order (positional) or by name: its name in the SQL, the
-    # parameter it takes (None: the statement's literal), that literal, its bind processor.
-    binds: tuple[tuple[str, str | None, Any, Any], ...]
-    positional: bool
+    # Per bound value, in the SQL's order: the parameter it takes (None: the statement's
+    # literal), that literal, its bind processor.
+    binds: tuple[tuple[str | None, Any, Any], ...]
     row: Any  # a named tuple class of the result's columns; None for a statement without rows
     converters: tuple[Any, ...]
 
     @classmethod
     def of(cls, statement: Any, dialect: sa.Dialect) -> _CompiledHot:
         compiled = statement.compile(dialect=_positional(dialect))
-        names = compiled.positiontup if compiled.positional else list(compiled.binds)
         binds = []
-        for name in names:
+        for name in compiled.positiontup:
             bind = compiled.binds[name]
             if bind.expanding or bind.callable is not None:
                 raise TypeError(f"{name}: an expanding or callable parameter is not supported")
             parameter = None if bind.unique else bind.key
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            binds.append((name, parameter, bind.value, processor))
+            binds.append((parameter, bind.value, processor))
         columns = list(statement.exported_columns)  # a SELECT's, or the RETURNING columns
         # rename: a column without a name (a bare count) is field _0, _1 … by its place.
         row = (
@@ -272,27 +270,29 @@ class _CompiledHot:
         converters = tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         )
-        return cls(compiled.string, tuple(binds), compiled.positional, row, converters)
+        return cls(compiled.string, tuple(binds), row, converters)
 
-    def arguments(self, parameters: dict[str, Any]) -> Any:
-        """The driver's parameters: each value processed as ``Connection.execute`` would."""
-        values = [
+    def arguments(self, parameters: dict[str, Any]) -> tuple[Any, ...]:
+        """The driver's parameters, in order: each value processed as ``Connection.execute``
+        would."""
+        return tuple(
             value if processor is None else processor(value)
             for value, processor in (
                 (literal if parameter is None else parameters[parameter], processor)
-                for _, parameter, literal, processor in self.binds
+                for parameter, literal, processor in self.binds
             )
-        ]
-        if self.positional:
-            return tuple(values)
-        return {name: value for (name, *_), value in zip(self.binds, values, strict=True)}
+        )
 
 
 def _positional(dialect: sa.Dialect) -> sa.Dialect:
-    """The dialect compiling ``%s`` for ``%(name)s`` (psycopg's two styles): the driver takes
-    the values in order, instead of picking each out of a dict by name on every run."""
-    if dialect.positional or dialect.paramstyle != "pyformat":
+    """The dialect, compiling parameters by position: SQLite's ``?`` already; psycopg's
+    ``%(name)s`` becomes ``%s``, so the driver takes the values in order instead of picking
+    each out of a dict by name on every run. (A driver that takes only named parameters
+    cannot run hot statements.)"""
+    if dialect.positional:
         return dialect
+    if dialect.paramstyle != "pyformat":
+        raise TypeError(f"hot statements need positional parameters, not {dialect.paramstyle}")
     positional = copy.copy(dialect)
     positional.paramstyle, positional.positional = "format", True
     return positional
