@@ -732,6 +732,8 @@ def check_request(
         "end": window_end,
         "qualified_at": max(current, end),
     }
+    if rate_limited_creator is not None:
+        _one_rate_count_at_a_time(session, rate_limited_creator)
     rows = _hot_rows(session, _request_terms(), parameters)
     if not rows:
         # Too many requests is still the first answer, even for a missing instrument.
@@ -893,8 +895,33 @@ def _throttled() -> Throttled:
     )
 
 
+RATE_LOCK_SPACE = 0x4C53_0002
+
+
+@functools.cache
+def _rate_lock() -> HotStatement:
+    return HotStatement(
+        sa.select(sa.func.pg_advisory_xact_lock(RATE_LOCK_SPACE, sa.bindparam("creator_id")))
+    )
+
+
+def _one_rate_count_at_a_time(session: Session, creator_id: int) -> None:
+    """Wait until no other transaction is counting or making this creator's booking requests.
+
+    As for the quotas (``_one_quota_check_at_a_time``): on PostgreSQL two racing requests
+    would each count the creator's requests before the other's was written, and both pass
+    the limit's last place; behind the lock (to the end of the transaction) the later one
+    counts the earlier one's. A statement of its own: READ COMMITTED sees what committed
+    before each statement starts, so the lock cannot be taken in the statement that counts.
+    On SQLite every writer already waits for the others.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        _hot_rows(session, _rate_lock(), {"creator_id": creator_id})
+
+
 def check_rate(session: Session, *, user_id: int, policy: BookingPolicy) -> None:
     """Refuse (429) a user who made too many booking requests in the last minute."""
+    _one_rate_count_at_a_time(session, user_id)
     parameters = _rate_parameters(user_id, policy, now())
     ((made,),) = _hot_rows(session, _creations_counted(), parameters)
     if made >= policy.creations_per_minute:

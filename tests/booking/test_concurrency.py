@@ -195,6 +195,36 @@ def test_racing_requests_of_one_user_never_exceed_the_instruments_quotas(
     assert len(assert_no_held_overlap(fresh_database, instrument_id)) == 3
 
 
+def test_racing_requests_of_one_user_never_exceed_the_booking_rate_limit(
+    fresh_database: Database, tmp_path: Path
+) -> None:
+    # Each request alone is under the limit; together they are not. Every count must see the
+    # requests counted before it, also when they are still being written.
+    instrument_id = round_the_clock_instrument(fresh_database)
+    (token,) = tokens_for_users(fresh_database, 1)
+    first = (now() + timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
+    slots = [first + timedelta(hours=2 * n) for n in range(24)]
+
+    with served(
+        fresh_database.url,
+        tmp_path / "server.log",
+        workers=4,
+        LABSHARE_BOOKING_CREATIONS_PER_MINUTE="3",
+    ) as base_url:
+
+        def book(start: datetime) -> tuple[int, dict]:
+            return request_booking(
+                base_url, token, instrument_id, start, start + timedelta(hours=1)
+            )
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(book, slots))
+
+    assert sorted(status for status, _ in answers) == [201] * 3 + [429] * 21
+    assert {body["code"] for status, body in answers if status == 429} == {"booking_rate"}
+    assert len(assert_no_held_overlap(fresh_database, instrument_id)) == 3
+
+
 def test_two_workers_expire_each_request_and_mark_each_no_show_exactly_once(
     fresh_database: Database,
 ) -> None:
