@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -199,6 +200,37 @@ def test_a_booking_in_the_past_is_422(client: TestClient, world: World) -> None:
     )
     assert response.status_code == 422
     assert error_codes(response) == [("in_past", "start")]
+
+
+def test_a_request_not_sent_as_a_booking_is_422_naming_what_is_wrong(
+    client: TestClient, world: World, session: Session
+) -> None:
+    valid = {"instrument_id": world.instrument.id, "start": "2026-12-01T10:00:00+08:00"}
+    valid |= {"end": "2026-12-01T12:00:00+08:00"}
+    as_json = world.as_researcher | {"Content-Type": "application/json"}
+    for content, headers, expected in (
+        (b'{"instrument_id": 1,', as_json, ("malformed_json", None)),
+        (
+            json.dumps(valid).encode(),
+            world.as_researcher | {"Content-Type": "text/plain"},
+            ("model_attributes_type", None),
+        ),
+        (json.dumps(valid | {"colour": "red"}).encode(), as_json, ("extra_forbidden", "colour")),
+        (b"", as_json, ("missing", None)),
+        (
+            json.dumps(valid).encode(),
+            as_json | {"Idempotency-Key": "k" * 201},
+            ("string_too_long", "header.idempotency-key"),
+        ),
+    ):
+        response = client.post("/api/v1/bookings", content=content, headers=headers)
+        assert response.status_code == 422, (content, headers, response.text)
+        assert expected in error_codes(response), response.text
+    assert bookings_of(session, world.researcher) == 0
+    # A JSON body is one whatever its character set is said to be.
+    charset = world.as_researcher | {"Content-Type": "application/json; charset=utf-8"}
+    response = client.post("/api/v1/bookings", content=json.dumps(valid), headers=charset)
+    assert response.status_code == 201, response.text
 
 
 def test_booking_without_a_valid_token_is_401_and_books_nothing(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -49,12 +49,13 @@ from web.deps import (
     ObjectId,
     OptionalApiPrincipal,
     Pagination,
+    bearer_token,
     in_writer_turn,
     principal_of_token,
     settings_of,
 )
 from web.retry import commit_with_retries
-from web.routing import TransactionalRoute
+from web.routing import TransactionalRoute, answers_well_formed
 
 router = APIRouter(prefix="/api/v1", tags=["bookings"], route_class=TransactionalRoute)
 
@@ -101,14 +102,41 @@ def _request_hash(data: BookingCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
+
+
+async def _create_well_formed_booking(request: Request) -> Response | None:
+    """``create_booking`` of a request that has a bearer token, a JSON body that is a valid
+    ``BookingCreate`` (parsed and validated as FastAPI does) and a usable Idempotency-Key if
+    any; None for any other request, which FastAPI then resolves and refuses."""
+    token = bearer_token(request)
+    if token is None:
+        return None
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    idempotency_key = request.headers.get("idempotency-key")
+    if media_type != "application/json" or (
+        idempotency_key is not None and len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH
+    ):
+        return None
+    try:
+        data = BookingCreate.model_validate(json.loads(await request.body()))
+    except (ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError included
+        return None
+    return await create_booking(request, data, token, idempotency_key)
+
+
 @router.post("/bookings", response_model=BookingRead, status_code=status.HTTP_201_CREATED)
+@answers_well_formed(_create_well_formed_booking)
 async def create_booking(
     request: Request,
     data: BookingCreate,
     token: BearerToken,
     idempotency_key: Annotated[
         str | None,
-        Header(max_length=200, description="Retries with the same key get the first answer."),
+        Header(
+            max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+            description="Retries with the same key get the first answer.",
+        ),
     ] = None,
 ) -> Response:
     """Request a booking: 201 with `confirmed` or `pending`; 409 if the time is taken; 422 with
