@@ -23,6 +23,7 @@ from core.accounts.schemas import RoleGrant
 from core.audit import AuditEntry
 from core.auth.principal import Principal, load_principal
 from core.clock import frozen, now
+from core.db import Database
 from core.errors import Conflict, NotFound, PermissionDenied, RuleViolation, Throttled
 from core.events import OutboxEvent
 from core.settings import Settings
@@ -83,6 +84,10 @@ def researcher_of(session: Session, organisation: Organisation | None) -> Princi
 
 @pytest.fixture
 def lab(session: Session) -> Lab:
+    return make_lab(session)
+
+
+def make_lab(session: Session) -> Lab:
     university = make_organisation(session)
     facility = make_facility(session, organisation=university)
     manager = make_user(
@@ -568,6 +573,38 @@ def test_two_no_shows_or_old_ones_do_not_suspend(session: Session, lab: Lab) -> 
         session, lab.researcher, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
     )
     assert booking.status == S.CONFIRMED
+
+
+def test_on_postgresql_a_booking_requests_terms_run_on_their_generic_plan_in_its_transaction(
+    migrated_postgres: Database,
+) -> None:
+    """Prepared (psycopg prepares a statement on its sixth run), the terms every request is
+    checked against are not planned anew for each request's values; the setting ends with the
+    transaction."""
+    terms_plans = (
+        "SELECT sum(generic_plans), sum(custom_plans) FROM pg_prepared_statements "
+        "WHERE statement LIKE '%%AS user_active%%'"  # a column only the terms have
+    )
+    session = migrated_postgres.new_session()
+    try:  # rolled back: the database is shared with other tests
+        lab = make_lab(session)
+        for hour in range(9, 17):
+            book(
+                session,
+                lab.researcher,
+                f"2026-12-01 {hour:02}:00",
+                f"2026-12-01 {hour + 1:02}:00",
+                instrument=lab.instrument,
+            )
+        connection = session.connection()
+        generic, custom = connection.exec_driver_sql(terms_plans).one()
+        assert connection.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_generic_plan"
+        session.rollback()
+        assert session.connection().exec_driver_sql("SHOW plan_cache_mode").scalar() == "auto"
+    finally:
+        session.close()
+    assert generic >= 2
+    assert custom == 0
 
 
 def test_over_the_rate_limit_a_request_is_429_before_its_other_problems(

@@ -207,26 +207,3 @@ def test_a_hot_statement_refuses_a_parameter_it_cannot_bind_ahead(session: Sessi
     )
     with pytest.raises(TypeError, match="expanding"):
         HotStatement(by_actions).rows(session.connection(), {"actions": ["a", "b"]})
-
-
-def test_on_postgresql_a_generic_plan_statement_is_planned_once_for_its_transaction_only(
-    migrated_postgres: Database,
-) -> None:
-    """Prepared (psycopg prepares a statement on its sixth run), it runs on its generic plan,
-    not planned anew for each run's values; the setting ends with the transaction."""
-    entries = HotStatement(ENTRIES, generic_plan=True)
-    plans = (
-        "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-        "WHERE statement LIKE '%%FROM audit_entry%%'"
-    )
-    with migrated_postgres.write_engine.connect() as connection:
-        for n in range(8):
-            assert entries.rows(connection, {"action": f"hot.planned.{n}"}) == []
-        generic, custom = connection.exec_driver_sql(plans).one()
-        assert connection.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == (
-            "force_generic_plan"
-        )
-        connection.commit()
-        assert connection.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == "auto"
-    assert generic >= 2
-    assert custom == 0
