@@ -498,7 +498,30 @@ def overlapping(
     return list(session.execute(_overlapping(), parameters).scalars().all())
 
 
-def _overlap_problems(found: Sequence[Booking]) -> list[Problem]:
+@functools.cache
+def _held_ranges_meeting() -> HotStatement:
+    """What a refused overlap names: the held ranges of the instrument's bookings meeting
+    ``[start, until)``, as (start_at, held_until) rows."""
+    booking = BOOKING_TABLE.c
+    return HotStatement(
+        sa.select(booking.start_at, booking.held_until)
+        .where(
+            booking.instrument_id == sa.bindparam("instrument_id"),
+            # Not IN (…): a list is an expanding parameter, which a hot statement cannot bind.
+            sa.or_(*(booking.status == status for status in HELD_STATUSES)),
+            booking.start_at < sa.bindparam("until"),
+            booking.held_until > sa.bindparam("start"),
+        )
+        .order_by(booking.start_at)
+    )
+
+
+class _HeldRange(Protocol):
+    start_at: datetime
+    held_until: datetime
+
+
+def _overlap_problems(found: Sequence[_HeldRange]) -> list[Problem]:
     # The interval, never who holds it: other researchers' bookings are private.
     return [
         Problem(
@@ -634,8 +657,14 @@ def insert_held(session: Session, *, recorded: Recorded | None = None, **columns
         inserted = []
     booking_id = inserted[0].id if inserted else None
     if booking_id is None:
-        found = overlapping(
-            session, values["instrument_id"], values["start_at"], values["held_until"]
+        found = _hot_rows(
+            session,
+            _held_ranges_meeting(),
+            {
+                "instrument_id": values["instrument_id"],
+                "start": values["start_at"],
+                "until": values["held_until"],
+            },
         )
         raise Conflict(
             "The time is already booked.", code="overlap", problems=_overlap_problems(found)
