@@ -1,6 +1,9 @@
 """Organisations, users, roles and the audit log through the API: who may do what, bad input."""
 
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +17,7 @@ from core.accounts.schemas import RoleGrant
 from core.auth.models import ApiToken
 from tests.factories import bearer, make_organisation, make_user
 from tests.instruments.factories import make_facility
+from tests.servers import REPO_ROOT
 from web.demo import make_credit_code
 
 ENTERPRISE = {
@@ -389,6 +393,26 @@ def test_a_sane_request_id_from_the_caller_is_kept(client: TestClient) -> None:
     assert kept.json()["request_id"] == "lims-sync-000123"
     assert replaced.headers["X-Request-ID"] != "<script> is not an id"
     assert replaced.json()["request_id"] == replaced.headers["X-Request-ID"]
+
+
+def test_every_request_gets_an_id_no_other_request_or_server_process_has(
+    client: TestClient,
+) -> None:
+    given = [client.get("/healthz").headers["X-Request-ID"] for _ in range(3)]
+    first_of_two_processes = [
+        subprocess.run(
+            [sys.executable, "-c", "from web.middleware import new_request_id as n; print(n())"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO_ROOT,
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+
+    ids = given + first_of_two_processes
+    assert len(set(ids)) == 5
+    assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids), ids
 
 
 def test_an_unknown_api_path_answers_in_the_error_shape(client: TestClient) -> None:
