@@ -733,7 +733,7 @@ def _request_terms() -> HotStatement:
 def _terms_setup(rate_locked: bool) -> HotStatement:
     columns = [sa.func.set_config("plan_cache_mode", "force_generic_plan", sa.true())]
     if rate_locked:
-        columns.append(sa.func.pg_advisory_xact_lock(RATE_LOCK_SPACE, sa.bindparam("creator_id")))
+        columns.append(_rate_lock_column())
     return HotStatement(sa.select(*columns))
 
 
@@ -945,11 +945,15 @@ def _throttled() -> Throttled:
     )
 
 
+def _rate_lock_column() -> Any:
+    """PostgreSQL's lock on a creator's booking requests (bound: ``creator_id``), held to the
+    end of the transaction."""
+    return sa.func.pg_advisory_xact_lock(RATE_LOCK_SPACE, sa.bindparam("creator_id"))
+
+
 @functools.cache
 def _rate_lock() -> HotStatement:
-    return HotStatement(
-        sa.select(sa.func.pg_advisory_xact_lock(RATE_LOCK_SPACE, sa.bindparam("creator_id")))
-    )
+    return HotStatement(sa.select(_rate_lock_column()))
 
 
 def _one_rate_count_at_a_time(session: Session, creator_id: int) -> None:

@@ -21,12 +21,12 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 WellFormedAnswer = Callable[[Request], Awaitable[Response | None]]
-E = TypeVar("E", bound=Callable[..., Any])
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 _WELL_FORMED_ANSWERS: dict[Callable[..., Any], WellFormedAnswer] = {}
 
 
-def answers_well_formed(answer: WellFormedAnswer) -> Callable[[E], E]:
+def answers_well_formed(answer: WellFormedAnswer) -> Callable[[Endpoint], Endpoint]:
     """Let ``answer`` serve the endpoint's well-formed requests without FastAPI resolving its
     parameters; where it returns None (a missing credential, a body or header it does not
     take as it is), FastAPI resolves the request as the endpoint declares it, and refuses it
@@ -38,7 +38,7 @@ def answers_well_formed(answer: WellFormedAnswer) -> Callable[[E], E]:
     route looks it up when it is made).
     """
 
-    def register(endpoint: E) -> E:
+    def register(endpoint: Endpoint) -> Endpoint:
         _WELL_FORMED_ANSWERS[endpoint] = answer
         return endpoint
 
