@@ -202,14 +202,16 @@ class HotStatement:
                 raise  # not reached: the line above raises SQLAlchemy's exception
             finally:
                 cursor.close()
-        make, converters = compiled.row._make, compiled.converters
-        return [
-            make(
-                value if convert is None else convert(value)
-                for convert, value in zip(converters, raw, strict=True)
-            )
-            for raw in raw_rows
-        ]
+        make = compiled.row._make
+        if not compiled.converted:
+            return [make(raw) for raw in raw_rows]
+        rows = []
+        for raw in raw_rows:
+            values = list(raw)
+            for index, convert in compiled.converted:
+                values[index] = convert(values[index])
+            rows.append(make(values))
+        return rows
 
 
 def _observed(connection: Connection) -> bool:
@@ -232,7 +234,8 @@ class _CompiledHot:
     # literal), that literal, its bind processor.
     binds: tuple[tuple[str | None, Any, Any], ...]
     row: Any  # a named tuple class of the result's columns; None for a statement without rows
-    converters: tuple[Any, ...]
+    # The result's columns read through a converter: (place, converter).
+    converted: tuple[tuple[int, Any], ...]
 
     @classmethod
     def of(cls, statement: Any, dialect: sa.Dialect) -> _CompiledHot:
@@ -252,20 +255,24 @@ class _CompiledHot:
             if columns
             else None
         )
-        converters = tuple(
-            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+        converters = (c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+        converted = tuple(
+            (place, convert) for place, convert in enumerate(converters) if convert is not None
         )
-        return cls(compiled.string, tuple(binds), row, converters)
+        return cls(compiled.string, tuple(binds), row, converted)
 
     def arguments(self, parameters: dict[str, Any]) -> tuple[Any, ...]:
         """The driver's parameters, in order: each value processed as ``Connection.execute``
         would."""
+        values = [
+            literal if parameter is None else parameters[parameter]
+            for parameter, literal, _ in self.binds
+        ]
         return tuple(
-            value if processor is None else processor(value)
-            for value, processor in (
-                (literal if parameter is None else parameters[parameter], processor)
-                for parameter, literal, processor in self.binds
-            )
+            [
+                value if processor is None else processor(value)
+                for value, (_, _, processor) in zip(values, self.binds, strict=True)
+            ]
         )
 
 
