@@ -98,9 +98,9 @@ ROUTERS: tuple[APIRouter, ...] = (
 
 def native_telemetry() -> TelemetryConfig | None:
     """FastAPI's own OpenTelemetry spans, metrics and logs: as FastAPI sets them up where the
-    OpenTelemetry SDK is installed (with ``opentelemetry-instrument``, say); off without it,
-    where no provider is configured and FastAPI would only ask on every request whether one
-    is (1 % of a booking request's time)."""
+    OpenTelemetry SDK is installed; off without it, where no provider is configured and
+    FastAPI would only ask on every request whether one is (1 % of a booking request's
+    time)."""
     if importlib.util.find_spec("opentelemetry.sdk") is not None:
         return None
     return {"tracing": False, "metrics": False, "logs": False}

@@ -103,6 +103,32 @@ def request_booking(
     return response.status_code, response.json()
 
 
+def race_hour_bookings(
+    database: Database,
+    tmp_path: Path,
+    token: str,
+    instrument_id: int,
+    starts: list[datetime],
+    *,
+    creations_per_minute: int = 1000,
+) -> list[tuple[int, dict]]:
+    """One user's requests for an hour at each start, sent at once to 4 server processes."""
+    with served(
+        database.url,
+        tmp_path / "server.log",
+        workers=4,
+        LABSHARE_BOOKING_CREATIONS_PER_MINUTE=str(creations_per_minute),
+    ) as base_url:
+
+        def book(start: datetime) -> tuple[int, dict]:
+            return request_booking(
+                base_url, token, instrument_id, start, start + timedelta(hours=1)
+            )
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            return list(pool.map(book, starts))
+
+
 def assert_no_held_overlap(database: Database, instrument_id: int) -> list[Booking]:
     with database.transaction(write=False) as session:
         held = session.exec(
@@ -171,20 +197,7 @@ def test_racing_requests_of_one_user_never_exceed_the_instruments_quotas(
     monday -= timedelta(days=monday.weekday())
     slots = [monday + timedelta(hours=3 * n) for n in range(24)]
 
-    with served(
-        fresh_database.url,
-        tmp_path / "server.log",
-        workers=4,
-        LABSHARE_BOOKING_CREATIONS_PER_MINUTE="1000",
-    ) as base_url:
-
-        def book(start: datetime) -> tuple[int, dict]:
-            return request_booking(
-                base_url, token, instrument_id, start, start + timedelta(hours=1)
-            )
-
-        with ThreadPoolExecutor(max_workers=12) as pool:
-            answers = list(pool.map(book, slots))
+    answers = race_hour_bookings(fresh_database, tmp_path, token, instrument_id, slots)
 
     assert sorted(status for status, _ in answers) == [201] * 3 + [422] * 21
     refused = [body for status, body in answers if status == 422]
@@ -205,20 +218,9 @@ def test_racing_requests_of_one_user_never_exceed_the_booking_rate_limit(
     first = (now() + timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
     slots = [first + timedelta(hours=2 * n) for n in range(24)]
 
-    with served(
-        fresh_database.url,
-        tmp_path / "server.log",
-        workers=4,
-        LABSHARE_BOOKING_CREATIONS_PER_MINUTE="3",
-    ) as base_url:
-
-        def book(start: datetime) -> tuple[int, dict]:
-            return request_booking(
-                base_url, token, instrument_id, start, start + timedelta(hours=1)
-            )
-
-        with ThreadPoolExecutor(max_workers=12) as pool:
-            answers = list(pool.map(book, slots))
+    answers = race_hour_bookings(
+        fresh_database, tmp_path, token, instrument_id, slots, creations_per_minute=3
+    )
 
     assert sorted(status for status, _ in answers) == [201] * 3 + [429] * 21
     assert {body["code"] for status, body in answers if status == 429} == {"booking_rate"}
