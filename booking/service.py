@@ -36,7 +36,7 @@ from core.accounts.models import User
 from core.accounts.rules import Role
 from core.auth.principal import Principal
 from core.clock import now
-from core.db import HotStatement, as_loaded
+from core.db import HotStatement, Preamble, as_loaded
 from core.errors import (
     Conflict,
     DomainError,
@@ -729,17 +729,30 @@ def _request_terms() -> HotStatement:
     )
 
 
+def _generic_plans() -> Any:
+    return sa.func.set_config("plan_cache_mode", "force_generic_plan", sa.true())
+
+
+def _terms_setup_columns(creator_id: Any) -> list[Any]:
+    return [_generic_plans(), _rate_lock_column(creator_id)]
+
+
+TERMS_SETUP = Preamble("booking terms", _terms_setup_columns, frozenset({"postgresql"}))
+"""A booking request's setup for its terms (``_set_up_for_terms``), for the request's creator,
+as a preamble of the request's first statement: the API finds the caller with it."""
+
+
 @functools.cache
 def _terms_setup(rate_locked: bool) -> HotStatement:
-    columns = [sa.func.set_config("plan_cache_mode", "force_generic_plan", sa.true())]
     if rate_locked:
-        columns.append(_rate_lock_column())
-    return HotStatement(sa.select(*columns))
+        return HotStatement(sa.select(*_terms_setup_columns(sa.bindparam("creator_id"))))
+    return HotStatement(sa.select(_generic_plans()))
 
 
 def _set_up_for_terms(session: Session, rate_limited_creator: int | None) -> None:
-    """On PostgreSQL, in one statement before the terms (one round trip): their generic plan
-    for the rest of the transaction, and for a rate-limited creator the rate lock
+    """On PostgreSQL, in one statement before the terms (one round trip), unless the
+    transaction's first statement did it already (``TERMS_SETUP``): their generic plan for the
+    rest of the transaction, and for a rate-limited creator the rate lock
     (``_one_rate_count_at_a_time``).
 
     The terms' plan does not depend on their values, but over many bookings PostgreSQL
@@ -747,9 +760,14 @@ def _set_up_for_terms(session: Session, rate_limited_creator: int | None) -> Non
     is off. Prepared statements run on their generic plan once ``plan_cache_mode`` says so;
     set locally, the setting ends with the transaction.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        setup = _terms_setup(rate_locked=rate_limited_creator is not None)
-        _hot_rows(session, setup, {"creator_id": rate_limited_creator})
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    # The preamble locks for its subject whether or not the subject is rate-limited.
+    set_up_for = TERMS_SETUP.ran_for(session)
+    if set_up_for is not None and rate_limited_creator in (None, set_up_for):
+        return
+    setup = _terms_setup(rate_locked=rate_limited_creator is not None)
+    _hot_rows(session, setup, {"creator_id": rate_limited_creator})
 
 
 def check_request(
@@ -945,15 +963,14 @@ def _throttled() -> Throttled:
     )
 
 
-def _rate_lock_column() -> Any:
-    """PostgreSQL's lock on a creator's booking requests (bound: ``creator_id``), held to the
-    end of the transaction."""
-    return sa.func.pg_advisory_xact_lock(RATE_LOCK_SPACE, sa.bindparam("creator_id"))
+def _rate_lock_column(creator_id: Any) -> Any:
+    """PostgreSQL's lock on a creator's booking requests, held to the end of the transaction."""
+    return sa.func.pg_advisory_xact_lock(RATE_LOCK_SPACE, creator_id)
 
 
 @functools.cache
 def _rate_lock() -> HotStatement:
-    return HotStatement(sa.select(_rate_lock_column()))
+    return HotStatement(sa.select(_rate_lock_column(sa.bindparam("creator_id"))))
 
 
 def _one_rate_count_at_a_time(session: Session, creator_id: int) -> None:

@@ -15,7 +15,7 @@ import copy
 import enum
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -225,6 +225,39 @@ def _observed(connection: Connection) -> bool:
         or connection.engine.echo
         or not connection.in_transaction()
     )
+
+
+@dataclass(frozen=True, eq=False)
+class Preamble:
+    """What a transaction needs before its later statements (a setting, a lock), as columns
+    that the transaction's first statement evaluates besides its own: a round trip fewer than
+    a statement of their own.
+
+    The columns concern one subject (a user, say): ``columns(subject_id)`` gets its id as a
+    column of the carrying statement, or as a parameter. They run only on ``dialects``. The
+    step that runs them notes it (``note_ran``), and a later step that needs them asks
+    ``ran_for`` whether they ran in this transaction, and for whom: a rollback undoes them, so
+    after one (a retried unit of work) the answer is None, and the step runs them itself.
+    """
+
+    name: str
+    columns: Callable[[Any], Sequence[Any]]
+    dialects: frozenset[str]
+
+    def runs_on(self, session: Session) -> bool:
+        return session.get_bind().dialect.name in self.dialects
+
+    def note_ran(self, session: Session, subject_id: int) -> None:
+        session.info[self] = (session.get_transaction(), subject_id)
+
+    def ran_for(self, session: Session) -> int | None:
+        """The subject the preamble ran for in the session's current transaction, if it did."""
+        noted = session.info.get(self)
+        transaction = session.get_transaction()
+        if noted is None or transaction is None or noted[0] is not transaction:
+            return None
+        subject_id: int = noted[1]
+        return subject_id
 
 
 @dataclass(frozen=True)

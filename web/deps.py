@@ -17,7 +17,7 @@ from core.accounts.models import User
 from core.auth import service as auth
 from core.auth.models import WebSession
 from core.auth.principal import Principal
-from core.db import Database
+from core.db import Database, Preamble
 from core.errors import NotAuthenticated
 from core.settings import Settings
 
@@ -156,8 +156,12 @@ def api_principal(request: Request, session: DbSession) -> Principal:
     return principal_of_token(request, session, _token_or_401(request))
 
 
-def principal_of_token(request: Request, session: Session, token: str) -> Principal:
-    principal = auth.principal_for_token(session, token=token)
+def principal_of_token(
+    request: Request, session: Session, token: str, *, preamble: Preamble | None = None
+) -> Principal:
+    """The token's principal (``auth.principal_for_token``, with the caller's ``preamble``),
+    noted on the request."""
+    principal = auth.principal_for_token(session, token=token, preamble=preamble)
     request.state.principal = principal
     return principal
 

@@ -24,7 +24,7 @@ from core.auth.models import ApiToken, LoginFailure, TokenKind, WebSession
 from core.auth.passwords import hash_password, needs_rehash, verify_password
 from core.auth.principal import Principal
 from core.clock import ensure_utc, now
-from core.db import HotStatement, as_loaded
+from core.db import HotStatement, Preamble, as_loaded
 from core.errors import NotAuthenticated, NotFound, Problem, RuleViolation, Throttled
 from core.settings import Settings
 
@@ -247,11 +247,11 @@ _ROLE_TABLE: sa.Table = RoleAssignment.__table__  # type: ignore[attr-defined]
 
 
 @functools.cache
-def _token_principal() -> HotStatement:
+def _token_principal(preamble: Preamble | None = None) -> HotStatement:
     """The token's validity columns, its user, and each of the user's role assignments (a row
-    per assignment, one without any): built once, run with the token's hash. Core columns,
-    labelled by table: every API request runs it, and an ORM query of the same rows costs
-    several times the query."""
+    per assignment, one without any), and the preamble's columns for the token's user: built
+    once, run with the token's hash. Core columns, labelled by table: every API request runs
+    it, and an ORM query of the same rows costs several times the query."""
     token: sa.Table = ApiToken.__table__  # type: ignore[attr-defined]
     statement = (
         sa.select(
@@ -266,14 +266,24 @@ def _token_principal() -> HotStatement:
         .where(token.c.token_hash == sa.bindparam("token_hash"))
         .order_by(_ROLE_TABLE.c.id)
     )
+    if preamble is not None:
+        statement = statement.add_columns(*preamble.columns(token.c.user_id))
     return HotStatement(statement)
 
 
-def principal_for_token(session: Session, *, token: str) -> Principal:
+def principal_for_token(
+    session: Session, *, token: str, preamble: Preamble | None = None
+) -> Principal:
     """Who a bearer token speaks for, with the role assignments, in one query; 401 for a token
-    that is unknown, expired or revoked, or whose user is deactivated."""
+    that is unknown, expired or revoked, or whose user is deactivated.
+
+    A ``preamble`` (where it runs on the session's database) is evaluated in the same query,
+    for the token's user, and noted as run for the principal.
+    """
     session.flush()
-    rows = _token_principal().rows(session.connection(), {"token_hash": _digest(token)})
+    if preamble is not None and not preamble.runs_on(session):
+        preamble = None
+    rows = _token_principal(preamble).rows(session.connection(), {"token_hash": _digest(token)})
     if not rows:
         raise NotAuthenticated("Invalid or expired token.", code="invalid_token")
     first = rows[0]
@@ -291,7 +301,10 @@ def principal_for_token(session: Session, *, token: str) -> Principal:
         for row in rows
         if row.role_id is not None
     )
-    return Principal(user=user, assignments=assignments)
+    principal = Principal(user=user, assignments=assignments)
+    if preamble is not None:
+        preamble.note_ran(session, principal.user_id)
+    return principal
 
 
 @dataclass(frozen=True)

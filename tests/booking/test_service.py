@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from booking import queries, service
@@ -21,6 +22,7 @@ from core.accounts.models import Organisation, User
 from core.accounts.rules import Role, ScopeKind
 from core.accounts.schemas import RoleGrant
 from core.audit import AuditEntry
+from core.auth import service as auth
 from core.auth.principal import Principal, load_principal
 from core.clock import frozen, now
 from core.db import Database
@@ -605,6 +607,37 @@ def test_on_postgresql_a_booking_requests_terms_run_on_their_generic_plan_in_its
         session.close()
     assert generic >= 2
     assert custom == 0
+
+
+def test_on_postgresql_a_caller_found_with_the_terms_setup_sends_no_setup_of_its_own(
+    migrated_postgres: Database,
+) -> None:
+    """The API finds a booking request's caller in the statement that also sets the request's
+    terms up: their generic plan and the caller's rate lock are in place, and the request sends
+    no setup statement of its own."""
+    rate_locks_held = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+        "AND classid::bigint = %(space)s AND objid::bigint = %(user_id)s"
+    )
+    statements: list[str] = []
+    session = migrated_postgres.new_session()
+    try:  # rolled back: the database is shared with other tests
+        lab = make_lab(session)
+        token = auth.issue_access_token(session, Settings(), user=lab.researcher.user).token
+        caller = auth.principal_for_token(session, token=token, preamble=service.TERMS_SETUP)
+        connection = session.connection()
+        assert connection.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_generic_plan"
+        locks = {"space": service.RATE_LOCK_SPACE, "user_id": caller.user_id}
+        assert connection.exec_driver_sql(rate_locks_held, locks).scalar() == 1
+        sa.event.listen(connection, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        booked = book(
+            session, caller, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
+        )
+    finally:
+        session.close()
+    assert booked.status == S.CONFIRMED
+    assert statements  # the request's own
+    assert not [s for s in statements if "set_config" in s]
 
 
 def test_over_the_rate_limit_a_request_is_429_before_its_other_problems(

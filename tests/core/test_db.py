@@ -10,9 +10,11 @@ from core import audit
 from core.accounts import service as accounts
 from core.accounts.models import User
 from core.accounts.schemas import UserCreate
+from core.auth.service import issue_access_token, principal_for_token
 from core.clock import now
-from core.db import ConnectionBoundDatabase, Database, HotStatement, as_loaded
+from core.db import ConnectionBoundDatabase, Database, HotStatement, Preamble, as_loaded
 from core.settings import Settings
+from tests.factories import make_user
 from tests.querycount import counted_statements
 
 
@@ -207,3 +209,23 @@ def test_a_hot_statement_refuses_a_parameter_it_cannot_bind_ahead(session: Sessi
     )
     with pytest.raises(TypeError, match="expanding"):
         HotStatement(by_actions).rows(session.connection(), {"actions": ["a", "b"]})
+
+
+def test_a_preamble_found_with_the_caller_holds_for_the_caller_until_the_transaction_ends(
+    session: Session,
+) -> None:
+    caller = make_user(session, password=None)
+    token = issue_access_token(session, Settings(), user=caller).token
+    everywhere = Preamble(
+        "doubled", lambda user_id: [user_id * 2], frozenset({"sqlite", "postgresql"})
+    )
+    elsewhere = Preamble("elsewhere", lambda user_id: [user_id], frozenset({"oracle"}))
+    assert everywhere.ran_for(session) is None
+
+    found = principal_for_token(session, token=token, preamble=everywhere)
+    principal_for_token(session, token=token, preamble=elsewhere)
+
+    assert everywhere.ran_for(session) == found.user_id == caller.id
+    assert elsewhere.ran_for(session) is None  # not for this database: not run
+    session.rollback()  # which undoes what the preamble did
+    assert everywhere.ran_for(session) is None

@@ -156,7 +156,8 @@ def _create_booking(
     settings: Settings,
     idempotency_key: str | None,
 ) -> Response:
-    principal = principal_of_token(request, session, token)
+    # Found in the statement that also sets the request's terms up (one round trip fewer).
+    principal = principal_of_token(request, session, token, preamble=service.TERMS_SETUP)
     request_hash = _request_hash(data) if idempotency_key else ""
     if idempotency_key:
         earlier = _earlier_answer(session, principal.user_id, idempotency_key, request_hash)
