@@ -62,10 +62,13 @@ database = Database(
 policy = service.BookingPolicy.from_settings(database.settings)
 with open(requests_file, "rb") as file:
     requests = pickle.load(file)[:count]
+# As the API finds the caller: with the terms' setup, in a revision that has it.
+as_the_api_does = {"preamble": service.TERMS_SETUP} if hasattr(service, "TERMS_SETUP") else {}
 for authorization, body, _ in requests:
     session = database.new_session()
     try:
-        actor = auth.principal_for_token(session, token=authorization.split(b" ", 1)[1].decode())
+        token = authorization.split(b" ", 1)[1].decode()
+        actor = auth.principal_for_token(session, token=token, **as_the_api_does)
         try:
             service.create_booking(
                 session, actor=actor, data=BookingCreate.model_validate_json(body), policy=policy
