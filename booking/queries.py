@@ -39,6 +39,7 @@ from core.accounts.models import Organisation, User
 from core.audit import AuditEntry
 from core.auth.principal import Principal
 from core.clock import now
+from core.db import HotStatement
 from core.errors import NotFound, Problem, RuleViolation
 from instruments import queries as catalogue
 from instruments.models import Facility, Instrument, Outage, Qualification, TestingService
@@ -61,9 +62,10 @@ def _check_window(start: datetime, end: datetime) -> None:
 
 
 @functools.cache
-def _held_ranges(dialect: str) -> sa.Select[Any]:
-    """Held ranges of the instruments ``ids`` overlapping ``[start, end)``; built once, with
-    bound parameters (building a statement costs more than running it).
+def _held_ranges(dialect: str, *, one_instrument: bool = False) -> sa.Select[Any]:
+    """Held ranges of the instruments ``ids`` (``one_instrument``: ``instrument_id``)
+    overlapping ``[start, end)``; built once, with bound parameters (building a statement
+    costs more than running it).
 
     On SQLite the status test is kept out of index choice (``status || ''``): without fresh
     statistics SQLite would walk the status index, every held booking of every instrument,
@@ -72,20 +74,35 @@ def _held_ranges(dialect: str) -> sa.Select[Any]:
     status: Any = booking.status
     if dialect == "sqlite":
         status = sa.type_coerce(status, sa.String()).concat(sa.literal_column("''"))
+    held = [s.value for s in HELD_STATUSES]
     return sa.select(booking.instrument_id, booking.start_at, booking.held_until).where(
-        booking.instrument_id.in_(sa.bindparam("ids", expanding=True)),
-        status.in_([s.value for s in HELD_STATUSES]),
+        booking.instrument_id == sa.bindparam("instrument_id")
+        if one_instrument
+        else booking.instrument_id.in_(sa.bindparam("ids", expanding=True)),
+        # Not IN (…) for one: a list is an expanding parameter, which a hot statement cannot bind.
+        sa.or_(*(status == value for value in held)) if one_instrument else status.in_(held),
         booking.start_at < sa.bindparam("end"),
         booking.held_until > sa.bindparam("start"),
     )
 
 
+@functools.cache
+def _held_ranges_of_one(dialect: str) -> HotStatement:
+    return HotStatement(_held_ranges(dialect, one_instrument=True))
+
+
 def held_ranges(
     session: Session, *, instrument_ids: Sequence[int], start: datetime, end: datetime
 ) -> dict[int, list[Interval]]:
-    """Held ranges ``[start, end + buffer)`` of bookings overlapping the window, by instrument."""
+    """Held ranges ``[start, end + buffer)`` of bookings overlapping the window, by instrument.
+    For one instrument (an availability) a hot statement: no list expanded on every run."""
     ranges: dict[int, list[Interval]] = defaultdict(list)
     connection = session.connection()
+    if len(instrument_ids) == 1:
+        parameters = {"instrument_id": instrument_ids[0], "start": start, "end": end}
+        for row in _held_ranges_of_one(connection.dialect.name).rows(connection, parameters):
+            ranges[row.instrument_id].append((row.start_at, row.held_until))
+        return ranges
     statement = _held_ranges(connection.dialect.name)
     parameters = {"ids": list(instrument_ids), "start": start, "end": end}
     for instrument_id, held_start, held_end in connection.execute(statement, parameters):

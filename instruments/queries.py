@@ -22,6 +22,7 @@ from sqlmodel import Session, col, func, select
 
 from core.accounts.models import Organisation
 from core.clock import now
+from core.db import HotStatement
 from core.errors import NotFound, Problem, RuleViolation
 from core.money import round_fen
 from core.places import Cluster
@@ -536,9 +537,18 @@ def load_calendars(
     ids = list(dict.fromkeys(instrument_ids))
     if not ids:
         return {}
-    parameters = {"ids": ids, "start": start, "end": end}
-    rows = session.connection().execute(calendar_rows(), parameters).all()
+    if len(ids) == 1:  # an availability, or a check of one booking: no list to expand
+        parameters: dict[str, Any] = {"instrument_id": ids[0], "start": start, "end": end}
+        rows = _one_calendar_rows().rows(session.connection(), parameters)
+    else:
+        parameters = {"ids": ids, "start": start, "end": end}
+        rows = list(session.connection().execute(calendar_rows(), parameters).all())
     return calendars_of_rows(session, rows)
+
+
+@functools.cache
+def _one_calendar_rows() -> HotStatement:
+    return HotStatement(calendar_rows(one_instrument=True))
 
 
 def calendars_of_rows(session: Session, rows: Sequence[Any]) -> dict[int, InstrumentCalendar]:

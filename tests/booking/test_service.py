@@ -15,7 +15,7 @@ from sqlmodel import Session, col, func, select
 
 from booking import queries, service
 from booking.models import Booking, UsageRecord
-from booking.rules import TRANSITIONS, BookingStatus, OperatedBy
+from booking.rules import HELD_STATUSES, TRANSITIONS, BookingStatus, OperatedBy
 from booking.schemas import BookingCreate, UsageRecordCorrection, UsageRecordCreate
 from booking.service import BookingPolicy
 from core.accounts.models import Organisation, User
@@ -1612,6 +1612,32 @@ def test_free_time_is_bookable_as_shown_counting_buffers(session: Session, lab: 
             policy=POLICY,
         )
         assert booking.status == S.CONFIRMED
+
+
+def test_every_held_booking_takes_its_time_out_of_free_time_and_no_other_does(
+    session: Session, lab: Lab
+) -> None:
+    """Alike for one instrument (its availability) and for several (a free-time search)."""
+    assert set(HELD_STATUSES) == {S.OFFERED, S.PENDING, S.CONFIRMED, S.IN_USE}
+    second = another_instrument(session, lab)
+    open_hours = [at(f"2026-12-0{day} {hour:02}:00") for day in (1, 2) for hour in range(9, 17)]
+    starts = dict(zip(S, open_hours, strict=False))  # an hour in each status
+    for status, start in starts.items():
+        booking_in(session, lab, status, start)
+    window = {"start": at("2026-12-01 00:00"), "end": at("2026-12-03 00:00")}
+
+    free = queries.availability(session, instrument_id=lab.instrument.id or 0, **window)
+    both = queries.free_time(
+        session, instrument_ids=[lab.instrument.id or 0, second.id or 0], **window
+    )
+
+    hour = timedelta(hours=1)
+    free_hours = {start + n * hour for start, end in free for n in range((end - start) // hour)}
+    assert free_hours == set(open_hours) - {starts[status] for status in HELD_STATUSES}
+    assert both == {
+        lab.instrument.id: free,
+        second.id: [(open_hours[0], open_hours[7] + hour), (open_hours[8], open_hours[15] + hour)],
+    }
 
 
 def test_a_request_past_its_expiry_cannot_be_approved_even_before_the_worker_runs(
