@@ -602,6 +602,45 @@ def test_an_instruments_availability_is_its_open_time_minus_bookings(
     assert client.get("/api/v1/instruments/999999/availability", params=DAY).status_code == 404
 
 
+def test_an_availability_asked_for_wrongly_is_refused_naming_what_is_wrong(
+    client: TestClient, world: World
+) -> None:
+    url = f"/api/v1/instruments/{world.instrument.id}/availability"
+    for path, params, expected in (
+        (url, DAY | {"start": "2026-12-01T00:00:00"}, ("timezone_aware", "query.start")),
+        (url, {"start": DAY["start"]}, ("missing", "query.end")),
+        (url, DAY | {"min_minutes": "-1"}, ("greater_than_equal", "query.min_minutes")),
+        (url, DAY | {"min_minutes": "soon"}, ("int_parsing", "query.min_minutes")),
+        ("/api/v1/instruments/0/availability", DAY, ("greater_than_equal", "path.instrument_id")),
+        ("/api/v1/instruments/x1/availability", DAY, ("int_parsing", "path.instrument_id")),
+        (url, {"start": DAY["end"], "end": DAY["start"]}, ("end_not_after_start", "end")),
+    ):
+        response = client.get(path, params=params)
+        assert response.status_code == 422, (path, params, response.text)
+        assert expected in error_codes(response), response.text
+    bad_token = {"Authorization": "Bearer not-a-token"}
+    assert client.get(url, params=DAY, headers=bad_token).status_code == 401
+
+
+def test_an_availability_is_the_same_answer_however_its_request_is_spelled(
+    client: TestClient, world: World
+) -> None:
+    """The endpoint answers plainly spelled requests itself, and leaves the rest (an id with a
+    leading zero, say) to FastAPI: both give one answer; a closed catalogue, only to users."""
+    booked(client, world.as_researcher, world.instrument)
+    plain = client.get(f"/api/v1/instruments/{world.instrument.id}/availability", params=DAY)
+    padded = client.get(f"/api/v1/instruments/0{world.instrument.id}/availability", params=DAY)
+    assert plain.status_code == padded.status_code == 200
+    assert plain.json() == padded.json()
+    assert plain.headers["content-type"] == padded.headers["content-type"] == "application/json"
+    client.app.state.settings = client.app.state.settings.model_copy(
+        update={"catalogue_public": False}
+    )
+    url = f"/api/v1/instruments/{world.instrument.id}/availability"
+    assert client.get(url, params=DAY).status_code == 404
+    assert client.get(url, params=DAY, headers=world.as_researcher).json() == plain.json()
+
+
 def test_free_instruments_are_found_by_how_long_they_are_free(
     client: TestClient, world: World
 ) -> None:
