@@ -24,7 +24,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, func, select
 
 from booking import rules
@@ -670,10 +669,7 @@ def insert_held(session: Session, *, recorded: Recorded | None = None, **columns
             "The time is already booked.", code="overlap", problems=_overlap_problems(found)
         )
     # A savepoint rolled back earlier may have left a booking with this (reused) id behind.
-    stale = session.identity_map.get(identity_key(Booking, booking_id))
-    if stale is not None:
-        session.expunge(stale)
-    booking = as_loaded(session, Booking, values | {"id": booking_id})
+    booking = as_loaded(session, Booking, values | {"id": booking_id}, replacing=True)
     if recorded is not None and recorded_here is None:
         record_change(
             session, booking, actor_id=recorded.actor_id, action=recorded.action, **recorded.data

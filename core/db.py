@@ -25,7 +25,7 @@ from typing import Any, TypeVar, cast
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state
 from sqlmodel import Session, SQLModel
 
 from core.settings import Settings
@@ -333,24 +333,40 @@ def _configured_mapper(model: type[M]) -> sa.orm.Mapper[M]:
     return sa.inspect(model)
 
 
-def as_loaded(session: Session, model: type[M], values: dict[str, Any]) -> M:
+@functools.cache
+def _column_keys(model: type[M]) -> frozenset[str]:
+    return frozenset(str(c.key) for c in _configured_mapper(model).column_attrs)
+
+
+def as_loaded(
+    session: Session, model: type[M], values: dict[str, Any], *, replacing: bool = False
+) -> M:
     """The object of a row read with Core (``values``: every column), as an ORM query would
     give it: the session's own if it holds that row already, else one made as the ORM makes a
-    row it loads (no ``__init__``), put in the session as persistent.
+    row it loads (no ``__init__``), put in the session as persistent. ``replacing``: the row
+    was just written, so an object the session holds under its key is stale (its id reused
+    after a savepoint rolled back) and leaves the session.
 
     For the hot paths: loading the same row through an ORM query costs several times the query.
     The ORM's load events and reconstructors do not run (no model here uses them).
     """
+    if not values.keys() >= _column_keys(model):
+        missing = sorted(_column_keys(model) - values.keys())
+        raise TypeError(f"{model.__name__} columns missing: {missing}")
     mapper = _configured_mapper(model)
     key = mapper.identity_key_from_primary_key(
         tuple(values[str(c.key)] for c in mapper.primary_key)
     )
     held = session.identity_map.get(key)
     if held is not None:
-        return cast(M, held)
+        if not replacing:
+            return cast(M, held)
+        session.expunge(held)
     loaded: M = mapper.class_manager.new_instance()
     loaded.__dict__.update(values)
-    make_transient_to_detached(loaded)
+    # All that make_transient_to_detached does to a new object with every column set (none
+    # to expire, nothing changed to commit), without deriving the key it has already.
+    instance_state(loaded).key = key
     session.add(loaded)
     return loaded
 

@@ -78,6 +78,29 @@ def test_a_row_read_with_core_becomes_the_object_a_query_would_give(session: Ses
     assert as_loaded(session, User, dict(row)) is loaded
 
 
+def test_a_row_read_with_core_needs_every_column_and_may_replace_what_the_session_holds(
+    session: Session,
+) -> None:
+    accounts.create_user(
+        session, actor_id=None, data=UserCreate(email="stale@example.cn", name="旧")
+    )
+    session.flush()
+    session.expunge_all()
+    table = User.__table__  # type: ignore[attr-defined]
+    row = dict(session.connection().execute(sa.select(table)).mappings().one())
+    without_email = {name: value for name, value in row.items() if name != "email"}
+    with pytest.raises(TypeError, match="email"):
+        as_loaded(session, User, without_email)
+
+    held = as_loaded(session, User, row)
+    written = as_loaded(session, User, row | {"name": "新"}, replacing=True)
+
+    assert written is not held
+    assert held not in session
+    assert session.get(User, row["id"]) is written
+    assert written.name == "新"
+
+
 def test_on_postgresql_a_rollback_keeps_the_connections_prepared_statements(
     migrated_postgres: Database,
 ) -> None:
