@@ -506,13 +506,17 @@ def _held_ranges_meeting() -> HotStatement:
         sa.select(booking.start_at, booking.held_until)
         .where(
             booking.instrument_id == sa.bindparam("instrument_id"),
-            # Not IN (…): a list is an expanding parameter, which a hot statement cannot bind.
-            sa.or_(*(booking.status == status for status in HELD_STATUSES)),
+            _held_status(booking.status),
             booking.start_at < sa.bindparam("until"),
             booking.held_until > sa.bindparam("start"),
         )
         .order_by(booking.start_at)
     )
+
+
+def _held_status(status: Any) -> Any:
+    # Not IN (…): a list is an expanding parameter, which a hot statement cannot bind.
+    return sa.or_(*(status == held for held in HELD_STATUSES))
 
 
 class _HeldRange(Protocol):
@@ -598,8 +602,27 @@ def _insert_booking_recorded() -> HotStatement:
             bound(event_table, "available_at", "occurred_at"),
         ),
     )
+    # For an overlap, the held ranges met, as the statement's snapshot sees them: the 409
+    # names them without another round trip.
+    booking = BOOKING_TABLE.c
+    met = sa.select(
+        sa.cast(sa.null(), booking.id.type),
+        booking.start_at,
+        booking.held_until,
+    ).where(
+        ~sa.exists(sa.select(new_booking.c.id)),
+        booking.instrument_id == sa.bindparam("instrument_id"),
+        _held_status(booking.status),
+        booking.start_at < sa.bindparam("held_until"),
+        booking.held_until > sa.bindparam("start_at"),
+    )
+    inserted = sa.select(
+        new_booking.c.id,
+        sa.cast(sa.null(), booking.start_at.type).label("start_at"),
+        sa.cast(sa.null(), booking.held_until.type).label("held_until"),
+    )
     return HotStatement(
-        sa.select(new_booking.c.id)
+        sa.union_all(inserted, met)
         .add_cte(entry.cte("new_booking_audit_entry"))
         .add_cte(event.cte("new_booking_event"))
     )
@@ -654,9 +677,11 @@ def insert_held(session: Session, *, recorded: Recorded | None = None, **columns
         if "overlap" not in str(exc.orig):
             raise
         inserted = []
-    booking_id = inserted[0].id if inserted else None
+    booking_id = next((row.id for row in inserted if row.id is not None), None)
     if booking_id is None:
-        found = _hot_rows(
+        # The met ranges the insert answered; none where it waited for a booking that
+        # committed after its snapshot was taken (or cannot say): a statement of their own.
+        found = sorted(inserted, key=lambda met: met.start_at) or _hot_rows(
             session,
             _held_ranges_meeting(),
             {

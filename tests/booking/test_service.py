@@ -640,6 +640,40 @@ def test_on_postgresql_a_caller_found_with_the_terms_setup_sends_no_setup_of_its
     assert not [s for s in statements if "set_config" in s]
 
 
+def test_on_postgresql_the_insert_refused_for_an_overlap_names_what_it_met_itself(
+    migrated_postgres: Database,
+) -> None:
+    statements: list[str] = []
+    session = migrated_postgres.new_session()
+    try:  # rolled back: the database is shared with other tests
+        lab = make_lab(session)
+        for start, end in (("14:00", "15:00"), ("10:00", "11:00")):
+            book(
+                session,
+                lab.colleague,
+                f"2026-12-01 {start}",
+                f"2026-12-01 {end}",
+                instrument=lab.instrument,
+            )
+        connection = session.connection()
+        sa.event.listen(connection, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        with pytest.raises(Conflict) as refused:
+            book(
+                session,
+                lab.researcher,
+                "2026-12-01 10:30",
+                "2026-12-01 14:30",
+                instrument=lab.instrument,
+            )
+    finally:
+        session.close()
+    assert [p.message for p in refused.value.problems] == [
+        "The instrument is booked from 2026-12-01T02:00:00+00:00 to 2026-12-01T03:00:00+00:00.",
+        "The instrument is booked from 2026-12-01T06:00:00+00:00 to 2026-12-01T07:00:00+00:00.",
+    ]
+    assert "INSERT INTO booking" in statements[-1]  # no statement of its own for the ranges
+
+
 def test_over_the_rate_limit_a_request_is_429_before_its_other_problems(
     session: Session, lab: Lab
 ) -> None:
