@@ -556,8 +556,8 @@ def _insert_booking(dialect: str) -> HotStatement:
 @functools.cache
 def _insert_booking_recorded() -> HotStatement:
     """PostgreSQL: a held booking's INSERT with its audit entry and outbox event, one statement
-    (data-modifying CTEs) answering the new booking's id, or no row for an overlap, when
-    neither entry nor event is written."""
+    (data-modifying CTEs) answering the new booking's id (and no held ranges); for an overlap,
+    when neither entry nor event is written, the held ranges it meets (id None)."""
     entry_table: sa.Table = audit.AuditEntry.__table__  # type: ignore[attr-defined]
     event_table: sa.Table = events.OutboxEvent.__table__  # type: ignore[attr-defined]
     change_parameters = {*_ENTRY_PARAMETERS, "topic", "payload"}
@@ -679,8 +679,9 @@ def insert_held(session: Session, *, recorded: Recorded | None = None, **columns
         inserted = []
     booking_id = next((row.id for row in inserted if row.id is not None), None)
     if booking_id is None:
-        # The met ranges the insert answered; none where it waited for a booking that
-        # committed after its snapshot was taken (or cannot say): a statement of their own.
+        # The held ranges the insert met, if it answers them (the recorded one does); where
+        # it does not, or met only a booking committed after its snapshot was taken (it
+        # waited for it), a statement of their own.
         found = sorted(inserted, key=lambda met: met.start_at) or _hot_rows(
             session,
             _held_ranges_meeting(),

@@ -446,14 +446,14 @@ async def _well_formed_availability(request: Request) -> Response | None:
     if not (raw_id.isascii() and raw_id.isdigit() and raw_id[0] != "0"):
         return None
     instrument_id = int(raw_id)
+    if instrument_id > MAX_ID:
+        return None
     query = request.query_params
     try:
         window = _AvailabilityWindow.model_validate(
             {name: query[name] for name in _AvailabilityWindow.model_fields if name in query}
         )
     except ValidationError:
-        return None
-    if instrument_id > MAX_ID:
         return None
     token = bearer_token(request)
     database = database_of(request)
