@@ -9,11 +9,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from booking.rules import BookingStatus, OperatedBy
+from booking.rules import HELD_STATUSES, BookingStatus, OperatedBy
 from core.clock import now
 from core.db import enum_type, utc_column
 
 HELD_SQL = "status IN ('offered', 'pending', 'confirmed', 'in_use')"
+
+
+def is_held(status: Any) -> Any:
+    """``status`` (a booking's status column, or an expression of it) is a held one; not
+    IN (…): a list is an expanding parameter, which a hot statement cannot bind."""
+    return sa.or_(*(status == value for value in HELD_STATUSES))
 
 
 class Booking(SQLModel, table=True):

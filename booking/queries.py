@@ -26,6 +26,7 @@ from booking.models import (
     UsageRecord,
     WaitlistEntry,
     WaitlistStatus,
+    is_held,
 )
 from booking.rules import (
     HELD_STATUSES,
@@ -74,13 +75,11 @@ def _held_ranges(dialect: str, *, one_instrument: bool = False) -> sa.Select[Any
     status: Any = booking.status
     if dialect == "sqlite":
         status = sa.type_coerce(status, sa.String()).concat(sa.literal_column("''"))
-    held = [s.value for s in HELD_STATUSES]
     return sa.select(booking.instrument_id, booking.start_at, booking.held_until).where(
         booking.instrument_id == sa.bindparam("instrument_id")
         if one_instrument
         else booking.instrument_id.in_(sa.bindparam("ids", expanding=True)),
-        # Not IN (…) for one: a list is an expanding parameter, which a hot statement cannot bind.
-        sa.or_(*(status == value for value in held)) if one_instrument else status.in_(held),
+        is_held(status) if one_instrument else status.in_([s.value for s in HELD_STATUSES]),
         booking.start_at < sa.bindparam("end"),
         booking.held_until > sa.bindparam("start"),
     )

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from booking import rules
-from booking.models import Booking, UsageRecord, WaitlistEntry, WaitlistStatus
+from booking.models import Booking, UsageRecord, WaitlistEntry, WaitlistStatus, is_held
 from booking.rules import HELD_STATUSES, BookingStatus, OperatedBy
 from booking.schemas import BookingCreate, UsageRecordCorrection, UsageRecordCreate
 from core import audit, events
@@ -506,17 +506,12 @@ def _held_ranges_meeting() -> HotStatement:
         sa.select(booking.start_at, booking.held_until)
         .where(
             booking.instrument_id == sa.bindparam("instrument_id"),
-            _held_status(booking.status),
+            is_held(booking.status),
             booking.start_at < sa.bindparam("until"),
             booking.held_until > sa.bindparam("start"),
         )
         .order_by(booking.start_at)
     )
-
-
-def _held_status(status: Any) -> Any:
-    # Not IN (…): a list is an expanding parameter, which a hot statement cannot bind.
-    return sa.or_(*(status == held for held in HELD_STATUSES))
 
 
 class _HeldRange(Protocol):
@@ -612,7 +607,7 @@ def _insert_booking_recorded() -> HotStatement:
     ).where(
         ~sa.exists(sa.select(new_booking.c.id)),
         booking.instrument_id == sa.bindparam("instrument_id"),
-        _held_status(booking.status),
+        is_held(booking.status),
         booking.start_at < sa.bindparam("held_until"),
         booking.held_until > sa.bindparam("start_at"),
     )
@@ -759,7 +754,7 @@ def _terms_setup_columns(creator_id: Any) -> list[Any]:
     return [_generic_plans(), _rate_lock_column(creator_id)]
 
 
-TERMS_SETUP = Preamble("booking terms", _terms_setup_columns, frozenset({"postgresql"}))
+TERMS_SETUP = Preamble(_terms_setup_columns, frozenset({"postgresql"}))
 """A booking request's setup for its terms (``_set_up_for_terms``), for the request's creator,
 as a preamble of the request's first statement: the API finds the caller with it."""
 

@@ -240,7 +240,6 @@ class Preamble:
     after one (a retried unit of work) the answer is None, and the step runs them itself.
     """
 
-    name: str
     columns: Callable[[Any], Sequence[Any]]
     dialects: frozenset[str]
 

@@ -7,13 +7,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import Connection
 
 from core.db import ConnectionBoundDatabase
 
 
 @contextmanager
-def counted_statements(database: ConnectionBoundDatabase) -> Iterator[list[str]]:
-    """Every statement executed on the test's connection inside the block, in order.
+def counted_statements(
+    database: ConnectionBoundDatabase | Connection,
+) -> Iterator[list[str]]:
+    """Every statement executed on the test's connection (or this one) inside the block, in
+    order.
 
     SAVEPOINT bookkeeping is left out: it says nothing about how a page reads its data.
     """
@@ -23,8 +27,9 @@ def counted_statements(database: ConnectionBoundDatabase) -> Iterator[list[str]]
         if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK TO")):
             statements.append(statement)
 
-    event.listen(database.connection, "before_cursor_execute", record)
+    connection = database if isinstance(database, Connection) else database.connection
+    event.listen(connection, "before_cursor_execute", record)
     try:
         yield statements
     finally:
-        event.remove(database.connection, "before_cursor_execute", record)
+        event.remove(connection, "before_cursor_execute", record)

@@ -10,7 +10,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from booking import queries, service
@@ -35,6 +34,7 @@ from instruments.rules import ApprovalMode, OutageKind
 from instruments.schemas import OpeningSpanIn, OutageCreate, QualificationGrant
 from tests.factories import make_organisation, make_user
 from tests.instruments.factories import make_facility, make_instrument
+from tests.querycount import counted_statements
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 POLICY = BookingPolicy.from_settings(Settings())  # grace 15 min, 3 no-shows suspend, …
@@ -577,8 +577,18 @@ def test_two_no_shows_or_old_ones_do_not_suspend(session: Session, lab: Lab) -> 
     assert booking.status == S.CONFIRMED
 
 
+@pytest.fixture
+def postgres_lab(migrated_postgres: Database) -> Iterator[tuple[Session, Lab]]:
+    """A lab on the PostgreSQL database the tests share, in a session never committed."""
+    session = migrated_postgres.new_session()
+    try:
+        yield session, make_lab(session)
+    finally:
+        session.close()
+
+
 def test_on_postgresql_a_booking_requests_terms_run_on_their_generic_plan_in_its_transaction(
-    migrated_postgres: Database,
+    postgres_lab: tuple[Session, Lab],
 ) -> None:
     """Prepared (psycopg prepares a statement on its sixth run), the terms every request is
     checked against are not planned anew for each request's values; the setting ends with the
@@ -587,30 +597,26 @@ def test_on_postgresql_a_booking_requests_terms_run_on_their_generic_plan_in_its
         "SELECT sum(generic_plans), sum(custom_plans) FROM pg_prepared_statements "
         "WHERE statement LIKE '%%AS user_active%%'"  # a column only the terms have
     )
-    session = migrated_postgres.new_session()
-    try:  # rolled back: the database is shared with other tests
-        lab = make_lab(session)
-        for hour in range(9, 17):
-            book(
-                session,
-                lab.researcher,
-                f"2026-12-01 {hour:02}:00",
-                f"2026-12-01 {hour + 1:02}:00",
-                instrument=lab.instrument,
-            )
-        connection = session.connection()
-        generic, custom = connection.exec_driver_sql(terms_plans).one()
-        assert connection.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_generic_plan"
-        session.rollback()
-        assert session.connection().exec_driver_sql("SHOW plan_cache_mode").scalar() == "auto"
-    finally:
-        session.close()
+    session, lab = postgres_lab
+    for hour in range(9, 17):
+        book(
+            session,
+            lab.researcher,
+            f"2026-12-01 {hour:02}:00",
+            f"2026-12-01 {hour + 1:02}:00",
+            instrument=lab.instrument,
+        )
+    connection = session.connection()
+    generic, custom = connection.exec_driver_sql(terms_plans).one()
+    assert connection.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_generic_plan"
+    session.rollback()
+    assert session.connection().exec_driver_sql("SHOW plan_cache_mode").scalar() == "auto"
     assert generic >= 2
     assert custom == 0
 
 
 def test_on_postgresql_a_caller_found_with_the_terms_setup_sends_no_setup_of_its_own(
-    migrated_postgres: Database,
+    postgres_lab: tuple[Session, Lab],
 ) -> None:
     """The API finds a booking request's caller in the statement that also sets the request's
     terms up: their generic plan and the caller's rate lock are in place, and the request sends
@@ -619,54 +625,42 @@ def test_on_postgresql_a_caller_found_with_the_terms_setup_sends_no_setup_of_its
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
         "AND classid::bigint = %(space)s AND objid::bigint = %(user_id)s"
     )
-    statements: list[str] = []
-    session = migrated_postgres.new_session()
-    try:  # rolled back: the database is shared with other tests
-        lab = make_lab(session)
-        token = auth.issue_access_token(session, Settings(), user=lab.researcher.user).token
-        caller = auth.principal_for_token(session, token=token, preamble=service.TERMS_SETUP)
-        connection = session.connection()
-        assert connection.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_generic_plan"
-        locks = {"space": service.RATE_LOCK_SPACE, "user_id": caller.user_id}
-        assert connection.exec_driver_sql(rate_locks_held, locks).scalar() == 1
-        sa.event.listen(connection, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    session, lab = postgres_lab
+    token = auth.issue_access_token(session, Settings(), user=lab.researcher.user).token
+    caller = auth.principal_for_token(session, token=token, preamble=service.TERMS_SETUP)
+    connection = session.connection()
+    assert connection.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_generic_plan"
+    locks = {"space": service.RATE_LOCK_SPACE, "user_id": caller.user_id}
+    assert connection.exec_driver_sql(rate_locks_held, locks).scalar() == 1
+    with counted_statements(connection) as statements:
         booked = book(
             session, caller, "2026-12-01 10:00", "2026-12-01 11:00", instrument=lab.instrument
         )
-    finally:
-        session.close()
     assert booked.status == S.CONFIRMED
     assert statements  # the request's own
     assert not [s for s in statements if "set_config" in s]
 
 
 def test_on_postgresql_the_insert_refused_for_an_overlap_names_what_it_met_itself(
-    migrated_postgres: Database,
+    postgres_lab: tuple[Session, Lab],
 ) -> None:
-    statements: list[str] = []
-    session = migrated_postgres.new_session()
-    try:  # rolled back: the database is shared with other tests
-        lab = make_lab(session)
-        for start, end in (("14:00", "15:00"), ("10:00", "11:00")):
-            book(
-                session,
-                lab.colleague,
-                f"2026-12-01 {start}",
-                f"2026-12-01 {end}",
-                instrument=lab.instrument,
-            )
-        connection = session.connection()
-        sa.event.listen(connection, "before_cursor_execute", lambda *a: statements.append(a[2]))
-        with pytest.raises(Conflict) as refused:
-            book(
-                session,
-                lab.researcher,
-                "2026-12-01 10:30",
-                "2026-12-01 14:30",
-                instrument=lab.instrument,
-            )
-    finally:
-        session.close()
+    session, lab = postgres_lab
+    for start, end in (("14:00", "15:00"), ("10:00", "11:00")):
+        book(
+            session,
+            lab.colleague,
+            f"2026-12-01 {start}",
+            f"2026-12-01 {end}",
+            instrument=lab.instrument,
+        )
+    with counted_statements(session.connection()) as statements, pytest.raises(Conflict) as refused:
+        book(
+            session,
+            lab.researcher,
+            "2026-12-01 10:30",
+            "2026-12-01 14:30",
+            instrument=lab.instrument,
+        )
     assert [p.message for p in refused.value.problems] == [
         "The instrument is booked from 2026-12-01T02:00:00+00:00 to 2026-12-01T03:00:00+00:00.",
         "The instrument is booked from 2026-12-01T06:00:00+00:00 to 2026-12-01T07:00:00+00:00.",

@@ -239,10 +239,8 @@ def test_a_preamble_found_with_the_caller_holds_for_the_caller_until_the_transac
 ) -> None:
     caller = make_user(session, password=None)
     token = issue_access_token(session, Settings(), user=caller).token
-    everywhere = Preamble(
-        "doubled", lambda user_id: [user_id * 2], frozenset({"sqlite", "postgresql"})
-    )
-    elsewhere = Preamble("elsewhere", lambda user_id: [user_id], frozenset({"oracle"}))
+    everywhere = Preamble(lambda user_id: [user_id * 2], frozenset({"sqlite", "postgresql"}))
+    elsewhere = Preamble(lambda user_id: [user_id], frozenset({"oracle"}))
     assert everywhere.ran_for(session) is None
 
     found = principal_for_token(session, token=token, preamble=everywhere)
