@@ -7,9 +7,10 @@ from this checkout, labshare from ``--base`` (a git revision, checked out into a
 worktree and served from there), and the ceiling of ``bench/booking_load.py``. Each load is
 the same as there (every 10th request overlaps a held booking and must get 409), and besides
 throughput each server's CPU time per request is printed (its processes' user + system time,
-from /proc), and on PostgreSQL the database server's too (all ``postgres`` processes: keep
-the machine otherwise quiet). The rate limit is lifted for the runs, which are longer than a
-minute's allowance. Not a target: the targets are ``bench/booking_load.py``'s.
+from /proc), and on PostgreSQL the database server's too (all ``postgres`` processes: keep the
+machine otherwise quiet), and the latency's median and 99th percentile over every round. The
+rate limit is lifted for the runs, which are longer than a minute's allowance. Not a target:
+the targets are ``bench/booking_load.py``'s.
 
 Both revisions must run on the same schema (this checkout migrates the database).
 
@@ -33,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.booking_load import build, ceiling_served, environment, load, plans
-from bench.common import ROOT, fresh_database, served_process
+from bench.common import ROOT, fresh_database, p, served_process
 from core.db import Database
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -101,6 +102,7 @@ def run(kind: str, database: Database, base_code: Path, args: argparse.Namespace
             slot += 200
         # name, clients -> [requests, seconds, server CPU, database CPU]
         totals: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0])
+        latencies: dict[tuple[str, int], list[float]] = defaultdict(list)
         for round_index in range(args.rounds):
             turn = servers if round_index % 2 == 0 else servers[::-1]
             for clients in (1, 8):
@@ -110,22 +112,29 @@ def run(kind: str, database: Database, base_code: Path, args: argparse.Namespace
                     work = plans(fixture, slot, args.requests, round_index)
                     result = load(name, url, path, work, clients, args.max_seconds)
                     slot += args.requests
+                    latencies[(name, clients)] += result.latencies_ms
                     total = totals[(name, clients)]
                     total[0] += len(result.latencies_ms)
                     total[1] += result.elapsed_s
                     total[2] += cpu_seconds(pids) - server_cpu
                     total[3] += cpu_seconds(database_pids) - database_cpu
-        print(f"== {kind} ({workers} worker(s); CPU per request: server, database)")
+        print(
+            f"== {kind} ({workers} worker(s); CPU per request: server, database; latency "
+            "p50/p99 in ms)"
+        )
         for clients in (1, 8):
             ceiling = totals[("ceiling", clients)]
             for name, *_ in servers:
                 requests, seconds, server_cpu, database_cpu = totals[(name, clients)]
                 share = (requests / seconds) / (ceiling[0] / ceiling[1])
-                database = f", {database_cpu / requests * 1000:.2f} ms" if kind != "sqlite" else ""
+                database_figure = (
+                    f", {database_cpu / requests * 1000:.2f} ms" if kind != "sqlite" else ""
+                )
+                samples = latencies[(name, clients)]
                 print(
                     f"  {clients} client(s)  {name:14s} {requests / seconds:7.1f} req/s "
                     f"({share:4.0%} of the ceiling)  CPU {server_cpu / requests * 1000:.2f} ms"
-                    f"{database}"
+                    f"{database_figure}  latency {p(samples, 50):.2f}/{p(samples, 99):.2f}"
                 )
 
 

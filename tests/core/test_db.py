@@ -1,3 +1,5 @@
+import gc
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -232,6 +234,27 @@ def test_a_hot_statement_refuses_a_parameter_it_cannot_bind_ahead(session: Sessi
     )
     with pytest.raises(TypeError, match="expanding"):
         HotStatement(by_actions).rows(session.connection(), {"actions": ["a", "b"]})
+
+
+def test_a_session_that_ran_a_preamble_is_freed_when_it_is_closed_not_by_the_collector(
+    database: ConnectionBoundDatabase, session: Session
+) -> None:
+    # A request's session left in a reference cycle takes its transaction and connection objects
+    # with it to the garbage collector, whose passes then come often enough to slow requests.
+    token = issue_access_token(session, Settings(), user=make_user(session, password=None)).token
+    preamble = Preamble(lambda user_id: [user_id], frozenset({"sqlite", "postgresql"}))
+    gc.disable()
+    try:
+        request_session = database.new_session()
+        found = principal_for_token(request_session, token=token, preamble=preamble)
+        assert preamble.ran_for(request_session) == found.user_id
+        request_session.commit()
+        request_session.close()
+        freed = weakref.ref(request_session)
+        del request_session
+        assert freed() is None
+    finally:
+        gc.enable()
 
 
 def test_a_preamble_found_with_the_caller_holds_for_the_caller_until_the_transaction_ends(
