@@ -3,6 +3,8 @@ use, the worker's transitions; every change audited and announced through the ou
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -666,6 +668,53 @@ def test_on_postgresql_the_insert_refused_for_an_overlap_names_what_it_met_itsel
         "The instrument is booked from 2026-12-01T06:00:00+00:00 to 2026-12-01T07:00:00+00:00.",
     ]
     assert "INSERT INTO booking" in statements[-1]  # no statement of its own for the ranges
+
+
+@pytest.mark.parametrize("taken", [False, True], ids=["made", "refused"])
+def test_a_booking_request_made_or_refused_leaves_nothing_for_the_garbage_collector(
+    database: Database, session: Session, lab: Lab, taken: bool
+) -> None:
+    # What a request leaves in reference cycles waits for the collector, whose passes (up to
+    # milliseconds) then come often enough to land in the middle of other requests.
+    # Statements are built and compiled on their first use: a request before, on its own.
+    book(session, lab.outsider, "2026-12-01 12:00", "2026-12-01 13:00", instrument=lab.instrument)
+    if taken:
+        book(
+            session,
+            lab.colleague,
+            "2026-12-01 10:00",
+            "2026-12-01 11:00",
+            instrument=lab.instrument,
+        )
+    researcher = session.get(User, lab.researcher.user_id)
+    assert researcher is not None
+    token = auth.issue_access_token(session, Settings(), user=researcher).token
+    auth.principal_for_token(session, token=token, preamble=service.TERMS_SETUP)
+    session.commit()
+    gc.collect()
+    gc.disable()
+    try:
+        request_session = database.new_session()
+        try:
+            # As the API makes it: the caller found with the terms' setup, then the booking.
+            caller = auth.principal_for_token(
+                request_session, token=token, preamble=service.TERMS_SETUP
+            )
+            with contextlib.suppress(Conflict):
+                book(
+                    request_session,
+                    caller,
+                    "2026-12-01 10:00",
+                    "2026-12-01 11:00",
+                    instrument=lab.instrument,
+                )
+                request_session.commit()
+        finally:
+            request_session.close()
+        del request_session
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 def test_over_the_rate_limit_a_request_is_429_before_its_other_problems(
