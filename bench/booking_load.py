@@ -11,7 +11,9 @@ Targets, on SQLite (1 server process) and PostgreSQL (2 server processes):
    PostgreSQL: INSERT ... ON CONFLICT DO NOTHING RETURNING id against the exclusion constraint).
    Both servers run side by side and take turns (``--rounds``, alternating which goes first),
    so a drift in the machine's speed slows both alike; the figures pool the rounds, and each
-   round's ratio is printed beside them.
+   round's ratio is printed beside them. A round is 2,000 requests a server: the machine stalls
+   now and then for some 50 ms (a run of a dozen slow requests, whichever server is on), and
+   over a few hundred requests the p99 was that stall's, decided by which server it fell on.
    Requests go to free slots spread over many instruments; every 10th deliberately overlaps a
    held booking and must get 409. Any 5xx, or any answer other than 201/409, aborts the run.
 2. With 5,000 instruments and 200,000 held bookings: a 14-day availability of one instrument
@@ -24,7 +26,7 @@ Targets, on SQLite (1 server process) and PostgreSQL (2 server processes):
 
 Traffic goes to 127.0.0.1 only; each database is made for the run and dropped afterwards.
 
-    .venv/bin/python bench/booking_load.py [--only sqlite|postgres] [--requests 600]
+    .venv/bin/python bench/booking_load.py [--only sqlite|postgres] [--requests 2000]
         [--rounds 4] [--calls 100] [--instruments 5000] [--bookings 200000] [--max-seconds 120]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 """
@@ -914,7 +916,7 @@ def main() -> None:
     parser.add_argument("--instruments", type=int, default=5000)
     parser.add_argument("--bookings", type=int, default=200_000)
     parser.add_argument(
-        "--requests", type=int, default=600, help="per load run (4 per round and database)"
+        "--requests", type=int, default=2000, help="per load run (4 per round and database)"
     )
     parser.add_argument(
         "--rounds",
