@@ -672,7 +672,7 @@ def insert_held(session: Session, *, recorded: Recorded | None = None, **columns
     except IntegrityError as exc:
         if "overlap" not in str(exc.orig):
             raise
-        # The driver's finished frames hold the error that holds them (a cycle of some 120
+        # SQLAlchemy's finished frames hold the error that holds them (a cycle of some 120
         # objects for the garbage collector on every refused request): let them go now.
         traceback.clear_frames(exc.__traceback__)
         inserted = []

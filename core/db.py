@@ -248,9 +248,10 @@ class Preamble:
         return session.get_bind().dialect.name in self.dialects
 
     def note_ran(self, session: Session, subject_id: int) -> None:
-        # A weak reference: the session holding its transaction strongly in ``info`` would be
-        # a reference cycle, left with its connection's objects (some 40) to the garbage
-        # collector on every request, whose more frequent passes were a booking's slowest 1 %.
+        # A weak reference: the session holding its transaction strongly in ``info`` is a
+        # reference cycle, left with its connection's objects (some 40) to the garbage
+        # collector on every request: a server passed it every 12 booking requests (0.1-2 ms a
+        # pass), every 67 without the cycle.
         session.info[self] = (weakref.ref(session.get_transaction()), subject_id)
 
     def ran_for(self, session: Session) -> int | None:
