@@ -14,8 +14,9 @@ Targets, on SQLite (1 server process) and PostgreSQL (2 server processes):
    round's ratio is printed beside them. A round is 2,000 requests a server: the machine stalls
    now and then for some 50 ms (a run of a dozen slow requests, whichever server is on), and
    over a few hundred requests the p99 was that stall's, decided by which server it fell on.
-   Requests go to free slots spread over many instruments; every 10th deliberately overlaps a
-   held booking and must get 409. Any 5xx, or any answer other than 201/409, aborts the run.
+   Requests go to free slots spread over many instruments, from 2,000 users in turn (each under
+   the default rate limit's 30 a minute); every 10th deliberately overlaps a held booking and
+   must get 409. Any 5xx, or any answer other than 201/409, aborts the run.
 2. With 5,000 instruments and 200,000 held bookings: a 14-day availability of one instrument
    p95 < 15 ms and the free-instrument search (GET /api/v1/availability, a q or category
    filter, min_minutes) p95 < 100 ms, in-process and over HTTP. In-process measures what the
@@ -85,8 +86,12 @@ from instruments.schemas import FacilityCreate, InstrumentCreate, OpeningSpanIn,
 SEED_DAYS = 56  # held bookings fill days [0, 56) after the fixture's base day
 SLOTS_PER_DAY = 2  # seeded: one morning and one afternoon slot a day, inside opening hours
 LOAD_HOURS = range(12, 24, 2)  # UTC hours of created bookings: nights, outside seeded times
-USERS = 200
-LOAD_USERS = 64
+# The create load's requests go round 2,000 users: each makes 10-25 a minute at these speeds,
+# under the default rate limit of 30, as real users do. A request counts its user's requests
+# of the last minute (up to the limit); with 64 users each made 350-650 a minute, and every
+# request counted hundreds of them, a cost no deployment has (its count stops at the limit).
+USERS = 2000
+LOAD_USERS = 2000
 CONFLICT_EVERY = 10
 WARM_UP = 24
 REQUEST_TIMEOUT_S = 30
@@ -812,7 +817,8 @@ def run(kind: str, database: Database, args: argparse.Namespace, report: Report)
             + result.line()
         )
 
-    # Servers see the rate limit raised: 64 users sending hundreds of requests a second.
+    # Servers see the rate limit raised: on a faster machine the load's users would pass 30
+    # requests a minute, and a 429 would end the run.
     # Both servers run side by side and take turns, a round at a time, in alternating order:
     # this machine's speed drifts (by up to 2x within minutes), and so both see the same drift.
     with (
