@@ -86,10 +86,11 @@ from instruments.schemas import FacilityCreate, InstrumentCreate, OpeningSpanIn,
 SEED_DAYS = 56  # held bookings fill days [0, 56) after the fixture's base day
 SLOTS_PER_DAY = 2  # seeded: one morning and one afternoon slot a day, inside opening hours
 LOAD_HOURS = range(12, 24, 2)  # UTC hours of created bookings: nights, outside seeded times
-# The create load's requests go round 2,000 users: each makes 10-25 a minute at these speeds,
-# under the default rate limit of 30, as real users do. A request counts its user's requests
-# of the last minute (up to the limit); with 64 users each made 350-650 a minute, and every
-# request counted hundreds of them, a cost no deployment has (its count stops at the limit).
+# The create load's requests go round 2,000 users: each sends one of every 2,000, at most 25
+# a minute at these speeds (800 a second), under the default rate limit of 30 as real users
+# are. A request counts its user's requests of the last minute (up to the limit); with 64
+# users each sent up to 350-650 a minute, and every request counted hundreds of them, a cost
+# no deployment has (its count stops at the limit).
 USERS = 2000
 LOAD_USERS = 2000
 CONFLICT_EVERY = 10
