@@ -92,7 +92,6 @@ LOAD_HOURS = range(12, 24, 2)  # UTC hours of created bookings: nights, outside 
 # users each sent up to 350-650 a minute, and every request counted hundreds of them, a cost
 # no deployment has (its count stops at the limit).
 USERS = 2000
-LOAD_USERS = 2000
 CONFLICT_EVERY = 10
 WARM_UP = 24
 REQUEST_TIMEOUT_S = 30
@@ -232,7 +231,7 @@ def build(database: Database, instruments_count: int, bookings_count: int) -> Fi
             for u in range(USERS)
         ]
         ttl = Settings(access_token_ttl_s=6 * 3600)
-        tokens = [auth.issue_access_token(session, ttl, user=u).token for u in users[:LOAD_USERS]]
+        tokens = [auth.issue_access_token(session, ttl, user=u).token for u in users]
     built = time.perf_counter()
     fixture = Fixture(base, ids, round_the_clock, per_instrument, tokens)
     fixture.index_of = {instrument_id: n for n, instrument_id in enumerate(ids)}

@@ -14,7 +14,6 @@ outbox event in the caller's transaction.
 from __future__ import annotations
 
 import functools
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -672,9 +671,6 @@ def insert_held(session: Session, *, recorded: Recorded | None = None, **columns
     except IntegrityError as exc:
         if "overlap" not in str(exc.orig):
             raise
-        # SQLAlchemy's finished frames hold the error that holds them (a cycle of some 120
-        # objects for the garbage collector on every refused request): let them go now.
-        traceback.clear_frames(exc.__traceback__)
         inserted = []
     booking_id = next((row.id for row in inserted if row.id is not None), None)
     if booking_id is None:

@@ -15,6 +15,7 @@ import copy
 import enum
 import functools
 import time
+import traceback
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -199,7 +200,14 @@ class HotStatement:
                     return []
                 raw_rows = cursor.fetchall()
             except connection.dialect.loaded_dbapi.Error as error:
-                connection._handle_dbapi_exception(error, compiled.sql, arguments, cursor, None)
+                try:
+                    connection._handle_dbapi_exception(error, compiled.sql, arguments, cursor, None)
+                except sa.exc.DBAPIError as raised:
+                    # SQLAlchemy's finished frames hold the error that holds them: a cycle of
+                    # some 120 objects for the garbage collector, on every refusal a caller
+                    # expects (an overlap on SQLite). They are let go here.
+                    traceback.clear_frames(raised.__traceback__)
+                    raise
                 raise  # not reached: the line above raises SQLAlchemy's exception
             finally:
                 cursor.close()
